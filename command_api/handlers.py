@@ -1,0 +1,240 @@
+"""The application service of the write side: load, decide, append, with retries and idempotency."""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, TypeVar
+
+import orjson
+import structlog
+
+from command_api import commands as c
+from command_api.aggregates import Evolve, Loaded, envelopes, load
+from command_api.domain import catalogue as catalogue_domain
+from command_api.domain import issue as issue_domain
+from command_api.domain import user as user_domain
+from command_api.domain.actor import Actor
+from command_api.domain.errors import AlreadyExists, Invalid, NotFound
+from command_api.security import Passwords
+from events.envelope import Metadata, Position
+from events.ports import Claim, ClaimTaken, ConcurrencyConflict, EventStore
+from events.types import DomainEvent
+
+log = structlog.get_logger(__name__)
+S = TypeVar("S")
+
+
+@dataclass(frozen=True, slots=True)
+class CommandResult:
+    """What every command answers: the aggregate, its version now, and a consistency token."""
+
+    id: str
+    version: int
+    position: Position | None
+    replayed: bool = False
+
+    def as_json(self) -> dict[str, Any]:
+        return {"id": self.id, "version": self.version, "position": self.position.token() if self.position else None}
+
+
+@dataclass(frozen=True, slots=True)
+class Idempotency:
+    """An Idempotency-Key, scoped to its user, with a fingerprint of the request it came with."""
+
+    key: str
+    scope: str
+    fingerprint: str
+
+    @classmethod
+    def of(cls, key: str, scope: str, method: str, path: str, body: Any) -> Idempotency:
+        digest = hashlib.sha256(orjson.dumps([method, path, body], option=orjson.OPT_SORT_KEYS)).hexdigest()
+        return cls(key=key, scope=scope, fingerprint=digest)
+
+    @property
+    def claim_key(self) -> str:
+        return f"idem:{self.scope}:{self.key}"
+
+
+class IdempotencyMismatch(Exception):
+    """The Idempotency-Key was used before with a different request."""
+
+
+Clock = Callable[[], datetime]
+
+
+class CommandHandlers:
+    """Every command of the write API, against one EventStore."""
+
+    def __init__(self, store: EventStore, passwords: Passwords, clock: Clock, retries: int = 5) -> None:
+        self._store = store
+        self._passwords = passwords
+        self._clock = clock
+        self._retries = retries
+
+    # --- the one way every command is executed ------------------------------------
+
+    async def _execute(
+        self,
+        aggregate_type: str,
+        aggregate_id: str,
+        initial: S,
+        evolve: Evolve[S],
+        decide: Callable[[Loaded[S]], Awaitable[list[DomainEvent]] | list[DomainEvent]],
+        meta: Metadata,
+        expected_version: int | None = None,
+        idem: Idempotency | None = None,
+        claims: tuple[Claim, ...] = (),
+    ) -> CommandResult:
+        """Load, decide, append. Without an expected version a conflict is retried on fresh state."""
+        if idem is not None:
+            replay = await self._replay(idem)
+            if replay is not None:
+                return replay
+            claims = (*claims, Claim(idem.claim_key, {"fingerprint": idem.fingerprint}))
+        attempts = 1 if expected_version is not None else self._retries + 1
+        for attempt in range(attempts):
+            loaded = await load(self._store, initial, evolve, aggregate_id)
+            if expected_version is not None and loaded.version != expected_version:
+                raise ConcurrencyConflict(aggregate_id, expected_version, loaded.version)
+            decided = decide(loaded)
+            events = decided if isinstance(decided, list) else await decided
+            if not events:
+                return CommandResult(aggregate_id, loaded.version, loaded.position)
+            batch = envelopes(aggregate_type, aggregate_id, loaded.version, events, meta, self._clock())
+            try:
+                recorded = await self._store.append(aggregate_id, loaded.version, batch, claims)
+            except ConcurrencyConflict:
+                if attempt + 1 >= attempts:
+                    raise
+                log.info("command.retry", aggregate_id=aggregate_id, attempt=attempt + 1)
+                continue
+            except ClaimTaken as taken:
+                if idem is not None and taken.record.key == idem.claim_key:
+                    replay = await self._replay(idem)
+                    if replay is not None:
+                        return replay
+                raise
+            last = recorded[-1]
+            log.info("command.appended", aggregate_id=aggregate_id, events=[r.event_type for r in recorded],
+                     version=last.aggregate_version)
+            return CommandResult(aggregate_id, last.aggregate_version, last.position)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _replay(self, idem: Idempotency) -> CommandResult | None:
+        record = await self._store.get_claim(idem.claim_key)
+        if record is None:
+            return None
+        if record.data.get("fingerprint") != idem.fingerprint:
+            raise IdempotencyMismatch(f"Idempotency-Key {idem.key!r} was used with a different request")
+        return CommandResult(record.aggregate_id, record.version, record.position, replayed=True)
+
+    # --- users ------------------------------------------------------------------
+
+    async def register(self, cmd: c.RegisterUser, meta: Metadata, idem: Idempotency | None = None) -> CommandResult:
+        email = user_domain.normalise_email(cmd.email)
+        password_hash = await self._passwords.hash(cmd.password)
+        user_id = str(uuid.uuid4())
+        meta = Metadata(actor_id=meta.actor_id or user_id, correlation_id=meta.correlation_id)
+        try:
+            return await self._execute(
+                "user", user_id, user_domain.User(id=user_id), user_domain.evolve,
+                lambda _: user_domain.register(cmd, password_hash), meta, expected_version=0, idem=idem,
+                claims=(Claim(f"email:{email}"),),
+            )
+        except ClaimTaken as taken:
+            if taken.record.key.startswith("email:"):
+                raise AlreadyExists("an account with this email already exists") from None
+            raise
+
+    async def user_by_email(self, email: str) -> user_domain.User | None:
+        record = await self._store.get_claim(f"email:{user_domain.normalise_email(email)}")
+        if record is None:
+            return None
+        return await self.user(record.aggregate_id)
+
+    async def user(self, user_id: str) -> user_domain.User | None:
+        loaded = await load(self._store, user_domain.User(id=user_id), user_domain.evolve, user_id)
+        return loaded.state if loaded.version else None
+
+    async def authenticate(self, email: str, password: str) -> user_domain.User | None:
+        user = await self.user_by_email(email)
+        ok = await self._passwords.verify(user.password_hash if user else None, password)
+        return user if ok and user else None
+
+    async def change_profile(
+        self, cmd: c.ChangeProfile, actor: Actor, meta: Metadata,
+        expected_version: int | None = None, idem: Idempotency | None = None,
+    ) -> CommandResult:
+        return await self._execute(
+            "user", cmd.user_id, user_domain.User(id=cmd.user_id), user_domain.evolve,
+            lambda s: user_domain.change_profile(s.state, cmd, actor), meta, expected_version, idem,
+        )
+
+    async def grant_role(self, cmd: c.GrantRole, actor: Actor, meta: Metadata) -> CommandResult:
+        return await self._execute(
+            "user", cmd.user_id, user_domain.User(id=cmd.user_id), user_domain.evolve,
+            lambda s: user_domain.grant_role(s.state, cmd, actor), meta,
+        )
+
+    async def revoke_role(self, cmd: c.RevokeRole, actor: Actor, meta: Metadata) -> CommandResult:
+        return await self._execute(
+            "user", cmd.user_id, user_domain.User(id=cmd.user_id), user_domain.evolve,
+            lambda s: user_domain.revoke_role(s.state, cmd, actor), meta,
+        )
+
+    # --- the catalogue ------------------------------------------------------------
+
+    async def catalogue(self) -> catalogue_domain.Catalogue:
+        loaded = await load(
+            self._store, catalogue_domain.Catalogue(), catalogue_domain.evolve, catalogue_domain.CATALOGUE_ID
+        )
+        return loaded.state
+
+    async def define_category(self, cmd: c.DefineCategory, actor: Actor, meta: Metadata) -> CommandResult:
+        return await self._execute(
+            "catalogue", catalogue_domain.CATALOGUE_ID, catalogue_domain.Catalogue(), catalogue_domain.evolve,
+            lambda s: catalogue_domain.define(s.state, cmd, actor), meta,
+        )
+
+    async def seed_catalogue(self, actor: Actor, meta: Metadata) -> None:
+        """Define the default categories once; a no-op when the catalogue already has any."""
+        if (await self.catalogue()).categories:
+            return
+        for cmd in catalogue_domain.seed_commands():
+            await self.define_category(cmd, actor, meta)
+
+    # --- issues -------------------------------------------------------------------
+
+    async def report_issue(
+        self, cmd: c.ReportIssue, actor: Actor, meta: Metadata, idem: Idempotency | None = None
+    ) -> CommandResult:
+        department = (await self.catalogue()).department_of(cmd.category)
+        return await self._execute(
+            "issue", cmd.issue_id, issue_domain.Issue(id=cmd.issue_id), issue_domain.evolve,
+            lambda _: issue_domain.report(cmd, actor, department), meta, expected_version=0, idem=idem,
+        )
+
+    async def issue_command(
+        self, cmd: c.IssueCommand, actor: Actor, meta: Metadata,
+        expected_version: int | None = None, idem: Idempotency | None = None,
+    ) -> CommandResult:
+        if isinstance(cmd, c.EditIssue) and cmd.category is not None:
+            (await self.catalogue()).department_of(cmd.category)
+        if isinstance(cmd, c.MarkDuplicate):
+            await self._require_open_original(cmd.original_id)
+        now = self._clock()
+        return await self._execute(
+            "issue", cmd.issue_id, issue_domain.Issue(id=cmd.issue_id), issue_domain.evolve,
+            lambda s: issue_domain.decide(s.state, cmd, actor, now), meta, expected_version, idem,
+        )
+
+    async def _require_open_original(self, original_id: str) -> None:
+        original = await load(self._store, issue_domain.Issue(id=original_id), issue_domain.evolve, original_id)
+        if not original.version:
+            raise NotFound(f"original issue {original_id} does not exist")
+        if original.state.status == issue_domain.DUPLICATE:
+            raise Invalid(f"issue {original_id} is itself a duplicate of {original.state.duplicate_of}")

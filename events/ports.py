@@ -1,0 +1,102 @@
+"""The event-log ports: what the write side and the projectors need from a log.
+
+Adapters (``SqliteEventLog``, ``KafkaEventLog``, ...) implement them and pass the
+one contract suite in ``tests/contract/test_event_log.py``.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from events.envelope import Envelope, Position
+
+Checkpoint = Mapping[int, int]  # partition -> offset of the last event consumed
+
+
+class EventLogError(Exception):
+    """A log adapter failed; the driver's error is chained as the cause."""
+
+
+class ConcurrencyConflict(Exception):
+    """The aggregate moved on since the writer read it: the append wrote nothing."""
+
+    def __init__(self, aggregate_id: str, expected: int, actual: int | None = None) -> None:
+        super().__init__(f"aggregate {aggregate_id} is not at version {expected} (now {actual})")
+        self.aggregate_id = aggregate_id
+        self.expected = expected
+        self.actual = actual
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """A unique key reserved atomically with an append (an email, an idempotency key)."""
+
+    key: str
+    data: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimRecord:
+    """A claim as stored, with the append that made it."""
+
+    key: str
+    aggregate_id: str
+    version: int
+    position: Position
+    data: Mapping[str, Any]
+
+
+class ClaimTaken(Exception):
+    """A claim's key is already held: the append wrote nothing."""
+
+    def __init__(self, record: ClaimRecord) -> None:
+        super().__init__(f"claim already taken: {record.key}")
+        self.record = record
+
+
+class EventStore(abc.ABC):
+    """The write side's view of the log: one aggregate's stream, appended with optimistic concurrency."""
+
+    @abc.abstractmethod
+    async def load(self, aggregate_id: str) -> list[Envelope]:
+        """All events of one aggregate, versions 1..n in order (empty if it does not exist)."""
+
+    @abc.abstractmethod
+    async def append(
+        self,
+        aggregate_id: str,
+        expected_version: int,
+        events: Sequence[Envelope],
+        claims: Sequence[Claim] = (),
+    ) -> list[Envelope]:
+        """Durably record events at versions expected+1.. with their claims, all or nothing.
+
+        Raises ConcurrencyConflict if the stream is not at ``expected_version`` and
+        ClaimTaken if a claim's key is held; in both cases nothing is written.
+        """
+
+    @abc.abstractmethod
+    async def get_claim(self, key: str) -> ClaimRecord | None:
+        """The claim held under ``key``, if any."""
+
+
+class EventLog(abc.ABC):
+    """The read side's view of the log: every event in log order, from a checkpoint."""
+
+    @abc.abstractmethod
+    async def read(self, after: Checkpoint, limit: int) -> list[Envelope]:
+        """Up to ``limit`` events after the checkpoint, each partition in order, positions set."""
+
+    @abc.abstractmethod
+    async def head(self) -> dict[int, int]:
+        """The offset of the newest event per partition (empty when the log is empty)."""
+
+    @abc.abstractmethod
+    async def wait(self, after: Checkpoint, timeout: float) -> None:
+        """Return when there may be events after ``after``, or after ``timeout`` seconds."""
+
+    async def close(self) -> None:  # noqa: B027 - optional for adapters without resources
+        """Release connections."""

@@ -1,0 +1,1 @@
+"""The operator and analyst command line, and the scripts that install and start the engines."""

@@ -1,0 +1,118 @@
+"""``snapfix``: run the roles, manage users, and look after projections."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from typing import Annotated
+
+import typer
+import uvicorn
+
+from command_api import commands as c
+from command_api.domain.actor import ROLES, SYSTEM
+from command_api.domain.errors import DomainError
+from events.envelope import Metadata
+from snapfix import bootstrap
+from snapfix.logs import configure_logging
+from snapfix.settings import Settings
+
+app = typer.Typer(
+    help="SnapFix: an event-sourced civic issue-reporting backend. Settings come from SNAPFIX_* variables.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+users = typer.Typer(help="Create users and manage their roles (for bootstrapping staff and admins).",
+                    no_args_is_help=True)
+app.add_typer(users, name="users")
+
+
+def _settings() -> Settings:
+    try:
+        settings = Settings()
+    except ValueError as e:
+        typer.echo(f"snapfix: bad settings: {e}", err=True)
+        raise typer.Exit(2) from None
+    configure_logging(settings)
+    return settings
+
+
+def _serve(role: str, host: str | None, port: int | None, workers: int) -> None:
+    settings = _settings()
+    from snapfix.app import create_app
+
+    if workers > 1 and settings.embedded and role == "all":
+        typer.echo("snapfix: the embedded default runs its projector in-process; use one worker", err=True)
+        raise typer.Exit(2)
+    typer.echo(f"snapfix: {role} on http://{host or settings.host}:{port or settings.port} "
+               f"(Swagger UI at /docs)", err=True)
+    uvicorn.run(create_app(settings, role), host=host or settings.host, port=port or settings.port,  # type: ignore[arg-type]
+                log_level=settings.log_level, access_log=False, workers=1)
+
+
+HostOpt = Annotated[str | None, typer.Option(help="interface to bind (default SNAPFIX_HOST, 127.0.0.1)")]
+PortOpt = Annotated[int | None, typer.Option(help="port (default SNAPFIX_PORT, 8000)")]
+
+
+@app.command()
+def serve(host: HostOpt = None, port: PortOpt = None) -> None:
+    """Run everything in one process: command API, query API and the projector (the embedded default)."""
+    _serve("all", host, port, 1)
+
+
+@app.command("command-api")
+def command_api(host: HostOpt = None, port: PortOpt = None) -> None:
+    """Run the write API alone (run as many as you like behind a load balancer)."""
+    _serve("command", host, port, 1)
+
+
+@app.command("query-api")
+def query_api(host: HostOpt = None, port: PortOpt = None) -> None:
+    """Run the read API alone (run as many as you like; it never writes to the log)."""
+    _serve("query", host, port, 1)
+
+
+@users.command("create")
+def users_create(
+    email: Annotated[str, typer.Option(help="the sign-in email")],
+    display_name: Annotated[str, typer.Option("--display-name", help="the public name")],
+    role: Annotated[list[str], typer.Option(help=f"a role to give, repeatable: {', '.join(ROLES)}")] = [],  # noqa: B006
+    password: Annotated[str, typer.Option(prompt=True, hide_input=True, confirmation_prompt=True,
+                                          envvar="SNAPFIX_NEW_USER_PASSWORD",
+                                          help="asked for when not given (or SNAPFIX_NEW_USER_PASSWORD)")] = "",
+) -> None:
+    """Register a user directly in the event log, e.g. the first staff member or admin."""
+    from command_api.models import RegisterBody
+
+    try:
+        body = RegisterBody(email=email, password=password, display_name=display_name)
+    except ValueError as e:
+        typer.echo(f"snapfix: {e}", err=True)
+        raise typer.Exit(2) from None
+    settings = _settings()
+
+    async def run() -> str:
+        container = await bootstrap.build(settings, write=True, read=False, project=False)
+        try:
+            assert container.handlers is not None
+            result = await container.handlers.register(
+                c.RegisterUser(body.email, body.password, body.display_name, tuple(role)),
+                Metadata(actor_id=SYSTEM.user_id),
+            )
+            return result.id
+        finally:
+            await bootstrap.close(container)
+
+    try:
+        user_id = asyncio.run(run())
+    except DomainError as e:
+        typer.echo(f"snapfix: {e}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(user_id)
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)

@@ -1,0 +1,117 @@
+"""The issue views: a summary for browsing and a detail with its timeline. Pure folds."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from events import types as e
+from events.envelope import Envelope
+from projectors.ports import Collection, Doc
+from projectors.projection import Projection, already_applied, by_aggregate, iso
+
+SUMMARY_FIELDS = (
+    "id", "title", "category", "status", "department", "reporter_id", "location", "address",
+    "upvotes", "comments", "duplicate_of", "created_at", "updated_at", "version",
+)
+
+summary_collection = Collection(
+    name="issue_summary",
+    fields={
+        "status": "text", "category": "text", "department": "text", "reporter_id": "text",
+        "created_at": "text", "updated_at": "text", "upvotes": "int", "lat": "real", "lon": "real",
+    },
+    indexes=(
+        ("-created_at", "-id"),
+        ("created_at", "id"),
+        ("-updated_at", "-id"),
+        ("-upvotes", "-id"),
+        ("status", "-created_at", "-id"),
+        ("category", "-created_at", "-id"),
+        ("department", "-created_at", "-id"),
+        ("reporter_id", "-created_at", "-id"),
+    ),
+)
+
+detail_collection = Collection(name="issue_detail")
+
+
+def _timeline_entry(env: Envelope, kind: str, **data: Any) -> dict[str, Any]:
+    return {"type": kind, "at": iso(env.occurred_at), "actor_id": env.actor_id, "version": env.aggregate_version,
+            **data}
+
+
+def fold_detail(doc: Doc | None, env: Envelope, event: e.DomainEvent) -> Doc | None:
+    """The detail document: every field of an issue, its comments and its timeline."""
+    if already_applied(doc, env):
+        return doc
+    if isinstance(event, e.IssueReported):
+        new: Doc = {
+            "id": env.aggregate_id,
+            "title": event.title,
+            "description": event.description,
+            "category": event.category,
+            "status": "reported",
+            "department": event.department,
+            "reporter_id": event.reporter_id,
+            "location": {"lat": event.lat, "lon": event.lon},
+            "address": event.address,
+            "upvotes": 0,
+            "comments": 0,
+            "duplicate_of": None,
+            "created_at": iso(env.occurred_at),
+            "comment_list": [],
+            "timeline": [_timeline_entry(env, "reported")],
+        }
+    elif doc is None:
+        return None  # an event for an issue whose report this view never saw: nothing to change
+    else:
+        new = {**doc}
+        match event:
+            case e.IssueEdited():
+                new.update(title=event.title, description=event.description, category=event.category)
+                new["timeline"] = [*doc["timeline"], _timeline_entry(env, "edited")]
+            case e.IssueStatusChanged():
+                new["status"] = event.to_status
+                new["timeline"] = [*doc["timeline"], _timeline_entry(
+                    env, "status_changed", from_status=event.from_status, to_status=event.to_status,
+                    note=event.note)]
+            case e.IssueAssigned():
+                new["department"] = event.department
+                new["timeline"] = [*doc["timeline"], _timeline_entry(env, "assigned", department=event.department)]
+            case e.IssueCommented():
+                comment = {"id": event.comment_id, "author_id": event.author_id, "body": event.body,
+                           "by_staff": event.by_staff, "created_at": iso(env.occurred_at)}
+                new["comment_list"] = [*doc["comment_list"], comment]
+                new["comments"] = doc["comments"] + 1
+                new["timeline"] = [*doc["timeline"], _timeline_entry(env, "commented", comment_id=event.comment_id)]
+            case e.IssueUpvoted():
+                new["upvotes"] = doc["upvotes"] + 1
+            case e.IssueUpvoteWithdrawn():
+                new["upvotes"] = doc["upvotes"] - 1
+            case e.IssueMarkedDuplicate():
+                new.update(status="duplicate", duplicate_of=event.original_id)
+                new["timeline"] = [*doc["timeline"], _timeline_entry(
+                    env, "marked_duplicate", original_id=event.original_id)]
+    new["version"] = env.aggregate_version
+    if not isinstance(event, e.IssueSubscribed | e.IssueUnsubscribed):  # following is not a change of the issue
+        new["updated_at"] = iso(env.occurred_at)
+    return new
+
+
+def fold_summary(doc: Doc | None, env: Envelope, event: e.DomainEvent) -> Doc | None:
+    """The browsing document: the detail's scalar fields, flattened lat/lon for range queries."""
+    if already_applied(doc, env):
+        return doc
+    # The summary is the detail without its lists; deriving it keeps the two folds in step.
+    detail_like = None if doc is None else {**doc, "comment_list": [], "timeline": []}
+    detail = fold_detail(detail_like, env, event)
+    if detail is None:
+        return None
+    summary = {k: detail[k] for k in SUMMARY_FIELDS}
+    summary["lat"] = detail["location"]["lat"]
+    summary["lon"] = detail["location"]["lon"]
+    return summary
+
+
+issue_summary = Projection(summary_collection, by_aggregate("issue"), fold_summary)
+issue_detail = Projection(detail_collection, by_aggregate("issue"), fold_detail)

@@ -1,0 +1,116 @@
+"""The view-store port: documents in named collections, a small query language, atomic commits.
+
+Adapters (``SqliteViewStore``, ``MongoViewStore``) pass the one contract suite in
+``tests/contract/test_view_store.py``. They know nothing of issues: collections,
+their indexed fields and their indexes are declared by the projections.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+Doc = dict[str, Any]
+FieldType = Literal["text", "real", "int"]
+Op = Literal["eq", "ne", "in", "gt", "gte", "lt", "lte", "contains", "prefix"]
+
+
+class ViewStoreError(Exception):
+    """A view-store adapter failed; the driver's error is chained as the cause."""
+
+
+class ViewStoreUnavailable(ViewStoreError):
+    """The store cannot be reached right now; the caller may retry later."""
+
+
+@dataclass(frozen=True, slots=True)
+class Collection:
+    """A collection's name, its scalar fields that queries may use, its array fields, and its indexes.
+
+    Every document has a string ``id``. An index is a tuple of field names; a
+    leading ``-`` marks a descending field.
+    """
+
+    name: str
+    fields: Mapping[str, FieldType] = field(default_factory=dict)
+    arrays: tuple[str, ...] = ()
+    indexes: tuple[tuple[str, ...], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Cond:
+    """One condition: ``contains`` and ``prefix`` apply to array fields, the rest to scalar fields."""
+
+    field: str
+    op: Op
+    value: Any
+
+
+@dataclass(frozen=True, slots=True)
+class Query:
+    """A filtered, ordered, keyset-paginated query. ``order_by`` must end with ``id`` for stable pages."""
+
+    collection: str
+    where: tuple[Cond, ...] = ()
+    order_by: tuple[tuple[str, bool], ...] = (("id", False),)  # (field, descending)
+    after: tuple[Any, ...] | None = None  # the order_by values of the last row of the previous page
+    limit: int = 50
+
+
+@dataclass(frozen=True, slots=True)
+class Put:
+    collection: str
+    doc: Doc
+
+
+@dataclass(frozen=True, slots=True)
+class Delete:
+    collection: str
+    id: str
+
+
+Change = Put | Delete
+
+
+class ViewStore(abc.ABC):
+    """Where projections keep their views and their checkpoints."""
+
+    @abc.abstractmethod
+    async def setup(self, collections: Sequence[Collection]) -> None:
+        """Create the collections and their indexes if missing (idempotent)."""
+
+    @abc.abstractmethod
+    async def get(self, collection: str, id: str) -> Doc | None:
+        """One document by id."""
+
+    @abc.abstractmethod
+    async def get_many(self, collection: str, ids: Sequence[str]) -> dict[str, Doc]:
+        """The documents that exist among ``ids``, by id."""
+
+    @abc.abstractmethod
+    async def find(self, query: Query) -> list[Doc]:
+        """The documents matching a query, in its order, at most ``limit``."""
+
+    @abc.abstractmethod
+    async def count(self, collection: str, where: tuple[Cond, ...] = ()) -> int:
+        """How many documents match."""
+
+    @abc.abstractmethod
+    async def commit(self, projector: str, changes: Sequence[Change], checkpoint: Mapping[int, int]) -> None:
+        """Apply the changes and move the projector's checkpoint, as one write where the store allows."""
+
+    @abc.abstractmethod
+    async def checkpoint(self, projector: str) -> dict[int, int]:
+        """The projector's checkpoint: partition -> offset of the last event applied."""
+
+    @abc.abstractmethod
+    async def drop(self, collections: Sequence[str], projector: str) -> None:
+        """Remove the collections' documents and the projector's checkpoint (for a full rebuild)."""
+
+    async def ping(self) -> None:  # noqa: B027 - embedded stores are always there
+        """Raise ViewStoreUnavailable if the store cannot answer."""
+
+    async def close(self) -> None:  # noqa: B027
+        """Release connections."""

@@ -1,0 +1,185 @@
+"""The projector worker: reads the log from its checkpoint, folds batches, commits views and checkpoint together.
+
+A failing event (undecodable, or a fold that raises) becomes a dead-letter record
+in the same commit and the worker goes on; it never skips an event silently.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import traceback
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+import structlog
+
+from events.codec import envelope_to_dict
+from events.envelope import Envelope
+from events.ports import EventLog
+from events.upcasting import decode
+from projectors.ports import Change, Collection, Doc, Put, ViewStore
+from projectors.projection import Projection, iso
+from snapfix.cache import Cache, ViewCache
+
+log = structlog.get_logger(__name__)
+
+DEAD_LETTERS = Collection(
+    name="dead_letters",
+    fields={"projector": "text", "status": "text", "position": "int"},
+    indexes=(("projector", "status", "position"),),
+)
+CACHED_COLLECTIONS = frozenset({"issue_detail", "user_profile"})
+BROWSE_GENERATION = "gen:issue_summary"
+
+
+class ProjectionRunner:
+    """Applies a fixed set of projections under one checkpoint name."""
+
+    def __init__(
+        self,
+        name: str,
+        projections: Sequence[Projection],
+        event_log: EventLog,
+        store: ViewStore,
+        *,
+        cache: Cache | None = None,
+        view_cache: ViewCache | None = None,
+        batch_size: int = 500,
+        idle_poll_s: float = 0.2,
+    ) -> None:
+        self.name = name
+        self._projections = tuple(projections)
+        self._log = event_log
+        self._store = store
+        self._cache = cache
+        self._view_cache = view_cache
+        self._batch_size = batch_size
+        self._idle_poll_s = idle_poll_s
+        self.checkpoint: dict[int, int] = {}
+        self.applied = 0
+        self.dead_lettered = 0
+        self.last_error: str | None = None
+        self._progress = asyncio.Condition()
+
+    async def setup(self) -> None:
+        await self._store.setup([p.collection for p in self._projections] + [DEAD_LETTERS])
+        self.checkpoint = await self._store.checkpoint(self.name)
+
+    async def run_once(self) -> int:
+        """Apply the next batch; returns how many events it covered."""
+        batch = await self._log.read(self.checkpoint, self._batch_size)
+        if not batch:
+            return 0
+        changes, checkpoint = await self._fold_batch(batch)
+        await self._store.commit(self.name, changes, checkpoint)
+        await self._after_commit(changes)
+        self.checkpoint = checkpoint
+        self.applied += len(batch)
+        async with self._progress:
+            self._progress.notify_all()
+        log.debug("projection.batch", projector=self.name, events=len(batch), changes=len(changes))
+        return len(batch)
+
+    async def _fold_batch(self, batch: list[Envelope]) -> tuple[list[Change], dict[int, int]]:
+        working = await self._prefetch(batch)
+        touched: dict[tuple[str, str], Doc | None] = {}
+        dead: list[Change] = []
+        checkpoint = dict(self.checkpoint)
+        for env in batch:
+            assert env.position is not None
+            checkpoint[env.position.partition] = env.position.offset
+            with structlog.contextvars.bound_contextvars(correlation_id=env.correlation_id):
+                try:
+                    event = decode(env)
+                    updates = []
+                    for projection in self._projections:
+                        doc_id = projection.key(env)
+                        if doc_id is None:
+                            continue
+                        slot = (projection.name, doc_id)
+                        current = working.get(slot)
+                        new = projection.fold(current, env, event)
+                        if new is not current:
+                            updates.append((slot, new))
+                except Exception as error:  # noqa: BLE001 - a poison event must not stop the projector
+                    dead.append(self._dead_letter(env, error))
+                    continue
+                for slot, new in updates:  # only once every fold of this event succeeded
+                    working[slot] = new
+                    touched[slot] = new
+        changes: list[Change] = [Put(col, doc) for (col, _), doc in touched.items() if doc is not None]
+        return changes + dead, checkpoint
+
+    async def _prefetch(self, batch: list[Envelope]) -> dict[tuple[str, str], Doc | None]:
+        wanted: dict[str, set[str]] = {}
+        for env in batch:
+            for projection in self._projections:
+                doc_id = projection.key(env)
+                if doc_id is not None:
+                    wanted.setdefault(projection.name, set()).add(doc_id)
+        working: dict[tuple[str, str], Doc | None] = {}
+        for collection, ids in wanted.items():
+            found = await self._store.get_many(collection, sorted(ids))
+            for doc_id in ids:
+                working[(collection, doc_id)] = found.get(doc_id)
+        return working
+
+    def _dead_letter(self, env: Envelope, error: Exception) -> Put:
+        assert env.position is not None
+        self.dead_lettered += 1
+        self.last_error = f"{type(error).__name__}: {error}"
+        log.error("projection.dead_letter", projector=self.name, position=env.position.token(),
+                  event_type=env.event_type, reason=self.last_error)
+        return Put(DEAD_LETTERS.name, {
+            "id": f"{self.name}:{env.position.partition}:{env.position.offset}",
+            "projector": self.name,
+            "partition": env.position.partition,
+            "position": env.position.offset,
+            "status": "open",
+            "reason": self.last_error,
+            "trace": traceback.format_exception_only(error)[-1].strip(),
+            "envelope": {**envelope_to_dict(env)},
+            "recorded_at": iso(datetime.now(UTC)),
+        })
+
+    async def _after_commit(self, changes: list[Change]) -> None:
+        if self._view_cache is not None:
+            for change in changes:
+                if isinstance(change, Put) and change.collection in CACHED_COLLECTIONS:
+                    await self._view_cache.written(change.collection, change.doc)
+        if self._cache is not None and any(isinstance(c, Put) and c.collection == "issue_summary" for c in changes):
+            await self._cache.incr(BROWSE_GENERATION)
+
+    async def catch_up(self) -> int:
+        """Apply everything the log holds now; returns the number of events."""
+        total = 0
+        while n := await self.run_once():
+            total += n
+        return total
+
+    async def run_forever(self, stop: asyncio.Event) -> None:
+        log.info("projector.started", projector=self.name, checkpoint=self.checkpoint)
+        while not stop.is_set():
+            try:
+                if await self.run_once():
+                    continue
+                await self._log.wait(self.checkpoint, self._idle_poll_s)
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:  # noqa: BLE001 - the store or log failed: retry the same batch
+                self.last_error = f"{type(error).__name__}: {error}"
+                log.warning("projector.retry", projector=self.name, reason=self.last_error)
+                await asyncio.sleep(1.0)
+        log.info("projector.stopped", projector=self.name, checkpoint=self.checkpoint)
+
+    def reached(self, partition: int, offset: int) -> bool:
+        return self.checkpoint.get(partition, 0) >= offset
+
+    async def wait_until(self, partition: int, offset: int, timeout: float) -> bool:
+        """Wait until this worker has applied the given position; False on timeout."""
+        async with self._progress:
+            try:
+                await asyncio.wait_for(self._progress.wait_for(lambda: self.reached(partition, offset)), timeout)
+            except TimeoutError:
+                return False
+        return True

@@ -1,0 +1,39 @@
+"""Read responses: JSON bytes with an ETag, 304 on If-None-Match, Cache-Control, freshness header."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import orjson
+from fastapi import Request, Response
+
+PROBLEM = {"content": {"application/problem+json": {}}}
+READ_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"description": "Malformed parameter, cursor or consistency token", **PROBLEM},
+    404: {"description": "No such resource", **PROBLEM},
+    422: {"description": "Invalid query parameters", **PROBLEM},
+    503: {"description": "The view store is unavailable; retry after the given delay", **PROBLEM},
+}
+
+
+def etag_of(raw: bytes) -> str:
+    return '"' + hashlib.blake2b(raw, digest_size=8).hexdigest() + '"'
+
+
+def json_bytes(
+    raw: bytes, request: Request, *, freshness: str | None = None, cache_control: str = "no-cache"
+) -> Response:
+    """A JSON answer that honours If-None-Match."""
+    etag = etag_of(raw)
+    headers = {"ETag": etag, "Cache-Control": cache_control}
+    if freshness is not None:
+        headers["X-Consistency"] = freshness
+    inm = request.headers.get("if-none-match")
+    if inm is not None and etag in {t.strip() for t in inm.split(",")}:
+        return Response(status_code=304, headers=headers)
+    return Response(raw, media_type="application/json", headers=headers)
+
+
+def json_value(value: Any, request: Request, **kwargs: Any) -> Response:
+    return json_bytes(orjson.dumps(value), request, **kwargs)

@@ -1,0 +1,107 @@
+"""Browsing issues, one issue's detail, and its history."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import orjson
+from fastapi import APIRouter, Path, Query, Request, Response
+
+from projectors.ports import Cond
+from projectors.ports import Query as ViewQuery
+from query_api.browse import BadCursor, Browse, Sort
+from query_api.deps import Cached, Consistent, Views
+from query_api.responses import READ_ERRORS, json_bytes, json_value
+from snapfix.auth import ContainerDep
+from snapfix.http import ProblemError
+
+router = APIRouter(tags=["issues"], responses=READ_ERRORS)
+IssueId = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9-]+$")]
+Filter = Annotated[str | None, Query(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_,-]+$")]
+Stamp = Annotated[str | None, Query(min_length=4, max_length=40, pattern=r"^[0-9T:.\-+Z]+$",
+                                    description="an ISO 8601 UTC time, e.g. 2026-01-31T00:00:00Z")]
+
+
+def _public_summary(doc: dict) -> dict:
+    return {k: v for k, v in doc.items() if k not in ("lat", "lon")}
+
+
+@router.get("/v1/issues")
+async def browse(
+    request: Request,
+    views: Views,
+    freshness: Consistent,
+    c: ContainerDep,
+    status: Filter = None,
+    category: Filter = None,
+    department: Filter = None,
+    reporter: Filter = None,
+    created_after: Stamp = None,
+    created_before: Stamp = None,
+    sort: Sort = "newest",
+    cursor: Annotated[str | None, Query(max_length=512)] = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+) -> Response:
+    """Browse issues, filtered and sorted, a page at a time: follow `next_cursor` until it is null."""
+    params = Browse(status, category, department, reporter, _utc(created_after), _utc(created_before), sort,
+                    cursor, min(limit, c.settings.max_page_size))
+    try:
+        query = params.query()
+    except BadCursor as e:
+        raise ProblemError(400, "bad-cursor", "Bad cursor", str(e)) from None
+    rows = await views.find(query)
+    items, next_cursor = params.page(rows)
+    return json_value({"items": [_public_summary(d) for d in items], "next_cursor": next_cursor}, request,
+                      freshness=freshness, cache_control="public, max-age=2")
+
+
+def _utc(stamp: str | None) -> str | None:
+    """Bring a client's ISO time to the views' fixed-width UTC form, or refuse it."""
+    if stamp is None:
+        return None
+    from datetime import UTC, datetime
+
+    from projectors.projection import iso
+
+    try:
+        moment = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+    except ValueError:
+        raise ProblemError(400, "bad-time", "Bad time", f"{stamp!r} is not an ISO 8601 time") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return iso(moment)
+
+
+@router.get("/v1/issues/{issue_id}")
+async def detail(issue_id: IssueId, request: Request, views: Views, cache: Cached, freshness: Consistent) -> Response:
+    """One issue with its comments and timeline."""
+    raw = await cache.get("issue_detail", issue_id, lambda: views.get("issue_detail", issue_id))
+    if raw is None:
+        raise ProblemError(404, "not-found", "Not found", f"no issue {issue_id}")
+    return json_bytes(raw, request, freshness=freshness, cache_control="public, max-age=1")
+
+
+@router.get("/v1/issues/{issue_id}/history")
+async def history(
+    issue_id: IssueId,
+    request: Request,
+    views: Views,
+    freshness: Consistent,
+    after_version: Annotated[int, Query(ge=0, description="continue after this version")] = 0,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+) -> Response:
+    """The issue's events, in order (passwords and other secrets never appear here)."""
+    rows = await views.find(ViewQuery(
+        "issue_history",
+        (Cond("aggregate_id", "eq", issue_id), Cond("version", "gt", after_version)),
+        (("version", False),),
+        None,
+        limit + 1,
+    ))
+    if not rows and after_version == 0:
+        raise ProblemError(404, "not-found", "Not found", f"no issue {issue_id}")
+    items = rows[:limit]
+    next_cursor = str(items[-1]["version"]) if len(rows) > limit else None
+    body = orjson.dumps({"items": [{k: v for k, v in r.items() if k != "id"} for r in items],
+                         "next_cursor": next_cursor})
+    return json_bytes(body, request, freshness=freshness)

@@ -1,0 +1,99 @@
+"""The one place where adapters are chosen from settings and wired together, when a process starts."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from command_api.handlers import CommandHandlers
+from command_api.security import Passwords
+from events.ports import EventLog, EventStore
+from projectors.catalog import ALL
+from projectors.ports import ViewStore
+from projectors.runner import ProjectionRunner
+from snapfix.cache import Cache, CacheStats, MemoryCache, ViewCache
+from snapfix.settings import Settings
+from snapfix.tokens import Tokens
+
+MAIN_PROJECTOR = "main"
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class Container:
+    """Everything a role needs, built once per process; tests build it with their own settings."""
+
+    settings: Settings
+    store: EventStore | None = None
+    log: EventLog | None = None
+    views: ViewStore | None = None
+    cache: Cache | None = None
+    view_cache: ViewCache | None = None
+    handlers: CommandHandlers | None = None
+    tokens: Tokens | None = None
+    runner: ProjectionRunner | None = None
+    clock: Callable[[], datetime] = utc_now
+    cache_stats: CacheStats = field(default_factory=CacheStats)
+    closers: list[Callable[[], object]] = field(default_factory=list)
+
+
+async def open_event_log(settings: Settings) -> tuple[EventStore, EventLog]:
+    if settings.event_log.startswith("sqlite:"):
+        from events.sqlite_log import SqliteEventLog
+
+        sqlite_log = SqliteEventLog(settings.event_log)
+        await sqlite_log.open()
+        return sqlite_log, sqlite_log
+    raise ValueError(f"unsupported SNAPFIX_EVENT_LOG {settings.event_log!r}; expected sqlite:///path")
+
+
+async def open_view_store(settings: Settings) -> ViewStore:
+    if settings.view_store.startswith("sqlite:"):
+        from projectors.sqlite_views import SqliteViewStore
+
+        return SqliteViewStore(settings.view_store)
+    raise ValueError(f"unsupported SNAPFIX_VIEW_STORE {settings.view_store!r}; expected sqlite:///path")
+
+
+async def open_cache(settings: Settings) -> Cache:
+    if settings.cache.startswith("memory:"):
+        return MemoryCache(capacity=settings.cache_capacity)
+    raise ValueError(f"unsupported SNAPFIX_CACHE {settings.cache!r}; expected memory://")
+
+
+async def build(settings: Settings, *, write: bool = True, read: bool = True, project: bool = True) -> Container:
+    """Open the adapters a role needs: ``write`` for the command API, ``read`` for queries, ``project``."""
+    c = Container(settings=settings)
+    c.tokens = Tokens(settings)
+    if write or project:
+        c.store, c.log = await open_event_log(settings)
+        c.closers.append(c.log.close)
+    if write:
+        assert c.store is not None
+        c.handlers = CommandHandlers(c.store, Passwords(), c.clock, settings.command_retries)
+    if read or project:
+        c.views = await open_view_store(settings)
+        await c.views.setup([p.collection for p in ALL])
+        c.closers.append(c.views.close)
+        c.cache = await open_cache(settings)
+        c.closers.append(c.cache.close)
+        c.view_cache = ViewCache(c.cache, settings.cache_ttl_s, c.cache_stats)
+    if project:
+        assert c.log is not None and c.views is not None
+        c.runner = ProjectionRunner(
+            MAIN_PROJECTOR, ALL, c.log, c.views, cache=c.cache, view_cache=c.view_cache,
+            batch_size=settings.projector_batch_size, idle_poll_s=settings.projector_idle_poll_ms / 1000,
+        )
+        await c.runner.setup()
+    return c
+
+
+async def close(c: Container) -> None:
+    for closer in reversed(c.closers):
+        result = closer()
+        if hasattr(result, "__await__"):
+            await result  # type: ignore[misc]

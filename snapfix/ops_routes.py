@@ -1,0 +1,45 @@
+"""Liveness, readiness with each dependency, and Prometheus metrics: served by every role."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from snapfix.auth import ContainerDep
+from snapfix.http import JSONResponse
+
+router = APIRouter(tags=["operations"])
+
+
+@router.get("/healthz")
+async def healthz() -> dict[str, str]:
+    """The process is alive."""
+    return {"status": "ok"}
+
+
+@router.get("/readyz", responses={503: {"description": "A dependency is down"}})
+async def readyz(c: ContainerDep) -> Response:
+    """Each dependency answers; 503 names the ones that do not."""
+    checks: dict[str, Any] = {}
+    for name, dep in (("event_log", c.log), ("view_store", c.views), ("cache", c.cache)):
+        if dep is None:
+            continue
+        try:
+            if name == "event_log":
+                await dep.head()  # type: ignore[union-attr]
+            else:
+                await dep.ping()  # type: ignore[union-attr]
+            checks[name] = "ok"
+        except Exception as e:  # noqa: BLE001 - any failure means not ready
+            checks[name] = f"down: {type(e).__name__}"
+    ready = all(v == "ok" for v in checks.values())
+    return JSONResponse({"status": "ready" if ready else "not ready", "checks": checks},
+                        status_code=200 if ready else 503)
+
+
+@router.get("/metrics", response_class=Response)
+async def metrics() -> Response:
+    """Prometheus text format."""
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,54 @@
+"""One typed settings object, read from ``SNAPFIX_*`` environment variables when a process starts."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEV_SECRET = "dev-only-insecure-secret-change-me-0123456789"  # noqa: S105 - refused outside development
+
+
+class Settings(BaseSettings):
+    """Every knob of every role. With no environment at all, everything is embedded under ./data."""
+
+    model_config = SettingsConfigDict(env_prefix="SNAPFIX_", extra="ignore")
+
+    environment: Literal["development", "test", "production"] = "development"
+    event_log: str = Field("sqlite:///./data/events.db", description="sqlite:///path or kafka://host:port")
+    view_store: str = Field("sqlite:///./data/views.db", description="sqlite:///path or mongodb://host/db")
+    cache: str = Field("memory://", description="memory:// or redis://host:port/db")
+
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    log_format: Literal["console", "json"] = "console"
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    jwt_secret: SecretStr = SecretStr(DEV_SECRET)
+    jwt_issuer: str = "snapfix"
+    jwt_audience: str = "snapfix-api"
+    access_token_ttl_s: int = Field(900, ge=30)
+    refresh_token_ttl_s: int = Field(14 * 24 * 3600, ge=60)
+
+    consistency_wait_ms: int = Field(2000, ge=0, le=30000, description="read-your-writes bound")
+    projector_batch_size: int = Field(500, ge=1, le=10000)
+    projector_idle_poll_ms: int = Field(200, ge=1)
+    cache_capacity: int = Field(50_000, ge=0, description="entries in the in-process LRU")
+    cache_ttl_s: int = Field(300, ge=1)
+    max_page_size: int = Field(100, ge=1, le=1000)
+    command_retries: int = Field(5, ge=0, le=50, description="retries of a command without If-Match on conflict")
+
+    @model_validator(mode="after")
+    def _refuse_unsafe_secret(self) -> Settings:
+        secret = self.jwt_secret.get_secret_value()
+        if self.environment == "production" and (secret == DEV_SECRET or len(secret) < 32):
+            raise ValueError(
+                "SNAPFIX_JWT_SECRET must be set to a random value of at least 32 characters in production"
+            )
+        return self
+
+    @property
+    def embedded(self) -> bool:
+        """True when the log is SQLite: one process can tail it for its projections."""
+        return self.event_log.startswith("sqlite:")

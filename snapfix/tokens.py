@@ -1,0 +1,79 @@
+"""Sign-in tokens: short-lived HS256 JWT access tokens and longer-lived refresh tokens."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+import jwt
+
+from command_api.domain.actor import Actor
+from snapfix.settings import Settings
+
+TokenKind = Literal["access", "refresh"]
+
+
+class InvalidToken(Exception):
+    """A token that is malformed, tampered with, expired, or of the wrong kind or audience."""
+
+
+@dataclass(frozen=True, slots=True)
+class TokenPair:
+    access_token: str
+    refresh_token: str
+    expires_in: int
+    token_type: str = "bearer"
+
+
+class Tokens:
+    """Issue and check HS256 JWTs with issuer, audience, expiry and kind."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._secret = settings.jwt_secret.get_secret_value()
+        self._issuer = settings.jwt_issuer
+        self._audience = settings.jwt_audience
+        self._access_ttl = settings.access_token_ttl_s
+        self._refresh_ttl = settings.refresh_token_ttl_s
+
+    def issue(self, actor: Actor, now: datetime) -> TokenPair:
+        return TokenPair(
+            access_token=self._encode(actor, "access", now, self._access_ttl),
+            refresh_token=self._encode(actor, "refresh", now, self._refresh_ttl),
+            expires_in=self._access_ttl,
+        )
+
+    def _encode(self, actor: Actor, kind: TokenKind, now: datetime, ttl: int) -> str:
+        claims: dict[str, Any] = {
+            "sub": actor.user_id,
+            "roles": sorted(actor.roles),
+            "typ": kind,
+            "iss": self._issuer,
+            "aud": self._audience,
+            "iat": now,
+            "nbf": now - timedelta(seconds=5),
+            "exp": now + timedelta(seconds=ttl),
+            "jti": uuid.uuid4().hex,
+        }
+        return jwt.encode(claims, self._secret, algorithm="HS256")
+
+    def check(self, token: str, kind: TokenKind) -> Actor:
+        """The actor a valid token speaks for; raises InvalidToken otherwise."""
+        try:
+            claims = jwt.decode(
+                token,
+                self._secret,
+                algorithms=["HS256"],
+                audience=self._audience,
+                issuer=self._issuer,
+                options={"require": ["exp", "iat", "sub", "aud", "iss"]},
+            )
+        except jwt.PyJWTError as e:
+            raise InvalidToken(str(e)) from e
+        if claims.get("typ") != kind:
+            raise InvalidToken(f"expected a {kind} token")
+        roles = claims.get("roles")
+        if not isinstance(roles, list) or not all(isinstance(r, str) for r in roles):
+            raise InvalidToken("token roles are malformed")
+        return Actor(user_id=str(claims["sub"]), roles=frozenset(roles))

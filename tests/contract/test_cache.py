@@ -1,0 +1,87 @@
+"""The cache contract: every Cache adapter keeps values, versions and counters the same way."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+
+from snapfix.cache import Cache, MemoryCache, ViewCache
+
+
+@pytest.fixture(params=["memory"])
+async def cache(request: pytest.FixtureRequest) -> AsyncIterator[Cache]:
+    if request.param == "memory":
+        adapter: Cache = MemoryCache(capacity=1000)
+    yield adapter
+    await adapter.close()
+
+
+def key() -> str:
+    return f"test:{uuid.uuid4().hex}"
+
+
+class TestVersionedEntries:
+    async def test_a_miss_is_none(self, cache: Cache) -> None:
+        """An unknown key is a miss."""
+        assert await cache.get(key()) is None
+
+    async def test_a_stored_value_is_returned(self, cache: Cache) -> None:
+        """put_versioned on an empty key stores the bytes."""
+        k = key()
+        assert await cache.put_versioned(k, 1, b"one", 60)
+        assert await cache.get(k) == b"one"
+
+    async def test_an_older_or_equal_version_never_replaces_a_newer_one(self, cache: Cache) -> None:
+        """A reader that raced the projector cannot overwrite the newer document."""
+        k = key()
+        await cache.put_versioned(k, 5, b"five", 60)
+        assert not await cache.put_versioned(k, 4, b"four", 60)
+        assert not await cache.put_versioned(k, 5, b"five-again", 60)
+        assert await cache.get(k) == b"five"
+        assert await cache.put_versioned(k, 6, b"six", 60)
+        assert await cache.get(k) == b"six"
+
+    async def test_entries_expire(self, cache: Cache) -> None:
+        """An entry past its time to live is a miss."""
+        k = key()
+        await cache.put_versioned(k, 1, b"x", 1)
+        await asyncio.sleep(1.2)
+        assert await cache.get(k) is None
+
+    async def test_delete_forgets(self, cache: Cache) -> None:
+        """After delete the key misses and any version can be stored again."""
+        k = key()
+        await cache.put_versioned(k, 9, b"nine", 60)
+        await cache.delete(k)
+        assert await cache.get(k) is None
+        assert await cache.put_versioned(k, 1, b"one", 60)
+
+
+class TestCounters:
+    async def test_incr_counts_from_one(self, cache: Cache) -> None:
+        """A new counter starts at 0, so the first incr answers 1."""
+        k = key()
+        assert [await cache.incr(k) for _ in range(3)] == [1, 2, 3]
+
+
+class TestViewCache:
+    async def test_a_read_after_the_projector_wrote_never_sees_the_older_copy(self, cache: Cache) -> None:
+        """Loader returns v1 (stale read) but the projector already wrote v2: the cache keeps v2."""
+        views = ViewCache(cache, 60)
+        doc_id = uuid.uuid4().hex
+        await views.written("things", {"id": doc_id, "version": 2, "v": "new"})
+
+        async def stale() -> dict:
+            return {"id": doc_id, "version": 1, "v": "old"}
+
+        await cache.delete(ViewCache.key("things", doc_id))
+        assert await views.get("things", doc_id, stale) == b'{"id":"' + doc_id.encode() + b'","version":1,"v":"old"}'
+        await views.written("things", {"id": doc_id, "version": 2, "v": "new"})
+        raw = await views.get("things", doc_id, stale)
+        assert raw is not None
+        assert b'"new"' in raw
+        assert views.stats.hits == 1
+        assert views.stats.misses == 1

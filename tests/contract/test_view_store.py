@@ -1,0 +1,152 @@
+"""The view-store contract: every ViewStore adapter stores, queries and commits the same way."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from projectors.ports import Collection, Cond, Delete, Put, Query, ViewStore, ViewStoreError
+from projectors.sqlite_views import SqliteViewStore
+from tests.contract.backends import sqlite_url
+
+THINGS = Collection(
+    name="things",
+    fields={"colour": "text", "size": "int", "weight": "real", "made": "text"},
+    arrays=("tags",),
+    indexes=(("colour", "-size", "-id"), ("-made", "-id")),
+)
+
+
+@pytest.fixture(params=["sqlite"])
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[ViewStore]:
+    if request.param == "sqlite":
+        views = SqliteViewStore(sqlite_url(tmp_path, "views"))
+    await views.setup([THINGS])
+    yield views
+    await views.close()
+
+
+def thing(i: int, colour: str = "red", tags: tuple[str, ...] = ()) -> dict:
+    return {"id": f"t{i:03d}", "colour": colour, "size": i % 5, "weight": i / 2, "made": f"2026-01-{i % 28 + 1:02d}",
+            "tags": list(tags), "nested": {"k": [i, {"deep": True}]}}
+
+
+async def fill(store: ViewStore, n: int) -> list[dict]:
+    docs = [thing(i, "red" if i % 2 else "blue", ("even",) if i % 2 == 0 else ("odd", f"n{i}")) for i in range(n)]
+    await store.commit("p", [Put("things", d) for d in docs], {0: n})
+    return docs
+
+
+class TestDocuments:
+    async def test_a_put_document_comes_back_unchanged(self, store: ViewStore) -> None:
+        """Documents round-trip, nested values included."""
+        doc = thing(1, tags=("a", "b"))
+        await store.commit("p", [Put("things", doc)], {0: 1})
+        assert await store.get("things", "t001") == doc
+
+    async def test_a_missing_document_is_none(self, store: ViewStore) -> None:
+        """get of an unknown id is None; get_many leaves it out."""
+        assert await store.get("things", "nope") is None
+        assert await store.get_many("things", ["nope"]) == {}
+
+    async def test_get_many_returns_the_existing_ones_by_id(self, store: ViewStore) -> None:
+        """get_many finds every existing id, duplicates in the request included."""
+        await fill(store, 5)
+        found = await store.get_many("things", ["t001", "t003", "t003", "zzz"])
+        assert sorted(found) == ["t001", "t003"]
+        assert found["t003"]["size"] == 3
+
+    async def test_a_put_replaces_and_a_delete_removes(self, store: ViewStore) -> None:
+        """A later put of the same id replaces the document and its array values; delete removes it."""
+        await store.commit("p", [Put("things", thing(1, tags=("old",)))], {0: 1})
+        await store.commit("p", [Put("things", {**thing(1, tags=("new",)), "colour": "green"})], {0: 2})
+        assert (await store.get("things", "t001") or {})["colour"] == "green"
+        assert await store.find(Query("things", (Cond("tags", "contains", "old"),))) == []
+        assert len(await store.find(Query("things", (Cond("tags", "contains", "new"),)))) == 1
+        await store.commit("p", [Delete("things", "t001")], {0: 3})
+        assert await store.get("things", "t001") is None
+        assert await store.find(Query("things", (Cond("tags", "contains", "new"),))) == []
+
+    async def test_an_undeclared_collection_is_an_error(self, store: ViewStore) -> None:
+        """Asking for a collection nobody set up raises ViewStoreError rather than returning nothing."""
+        with pytest.raises(ViewStoreError):
+            await store.get("unknown", "x")
+
+
+class TestCheckpoints:
+    async def test_the_checkpoint_moves_with_the_commit(self, store: ViewStore) -> None:
+        """commit stores the projector's checkpoint, per partition, and a later commit moves it."""
+        name = f"proj-{uuid.uuid4().hex[:6]}"
+        assert await store.checkpoint(name) == {}
+        await store.commit(name, [Put("things", thing(1))], {0: 5, 1: 7})
+        await store.commit(name, [], {1: 9})
+        assert await store.checkpoint(name) == {0: 5, 1: 9}
+
+    async def test_drop_empties_the_collections_and_forgets_the_checkpoint(self, store: ViewStore) -> None:
+        """After drop, the view is empty and the projector starts from zero."""
+        await fill(store, 4)
+        await store.drop(["things"], "p")
+        assert await store.count("things") == 0
+        assert await store.checkpoint("p") == {}
+        assert await store.find(Query("things", (Cond("tags", "contains", "even"),))) == []
+
+
+class TestQueries:
+    async def test_equality_and_membership_filters(self, store: ViewStore) -> None:
+        """eq, ne and in select exactly the matching documents."""
+        await fill(store, 10)
+        reds = await store.find(Query("things", (Cond("colour", "eq", "red"),), limit=100))
+        assert sorted(d["id"] for d in reds) == [f"t{i:03d}" for i in range(1, 10, 2)]
+        not_red = await store.find(Query("things", (Cond("colour", "ne", "red"),), limit=100))
+        assert len(not_red) == 5
+        sizes = await store.find(Query("things", (Cond("size", "in", [0, 4]),), limit=100))
+        assert sorted(d["id"] for d in sizes) == ["t000", "t004", "t005", "t009"]
+        assert await store.find(Query("things", (Cond("size", "in", []),))) == []
+
+    async def test_range_filters_on_numbers_and_text(self, store: ViewStore) -> None:
+        """gt, gte, lt and lte compare numbers as numbers and ISO strings in order."""
+        await fill(store, 10)
+        heavy = await store.find(Query("things", (Cond("weight", "gte", 3.0), Cond("weight", "lt", 4.0)), limit=99))
+        assert sorted(d["id"] for d in heavy) == ["t006", "t007"]
+        early = await store.find(Query("things", (Cond("made", "lte", "2026-01-02"),), limit=99))
+        assert sorted(d["id"] for d in early) == ["t000", "t001"]
+        assert await store.count("things", (Cond("size", "gt", 3),)) == 2
+
+    async def test_array_contains_and_prefix(self, store: ViewStore) -> None:
+        """contains matches an array element; prefix matches elements starting with the value."""
+        await fill(store, 12)
+        evens = await store.find(Query("things", (Cond("tags", "contains", "even"),), limit=99))
+        assert len(evens) == 6
+        n1x = await store.find(Query("things", (Cond("tags", "prefix", "n1"),), limit=99))
+        assert sorted(d["id"] for d in n1x) == ["t001", "t011"]
+
+    async def test_order_and_limit(self, store: ViewStore) -> None:
+        """Results follow order_by, id breaking ties, and stop at limit."""
+        await fill(store, 10)
+        rows = await store.find(Query("things", order_by=(("size", True), ("id", True)), limit=4))
+        assert [d["id"] for d in rows] == ["t009", "t004", "t008", "t003"]
+
+    async def test_keyset_pages_cover_everything_once_in_any_direction_mix(self, store: ViewStore) -> None:
+        """Following `after` page by page visits every match exactly once, in order."""
+        await fill(store, 23)
+        for order in ((("size", True), ("id", False)), (("made", False), ("id", True)), (("id", False),)):
+            seen: list[str] = []
+            after = None
+            while True:
+                page = await store.find(Query("things", (Cond("colour", "eq", "red"),), order, after, 4))
+                seen += [d["id"] for d in page]
+                if len(page) < 4:
+                    break
+                after = tuple(page[-1][f] for f, _ in order)
+            expected = await store.find(Query("things", (Cond("colour", "eq", "red"),), order, None, 100))
+            assert seen == [d["id"] for d in expected]
+            assert len(seen) == 11
+
+    async def test_count_with_and_without_filters(self, store: ViewStore) -> None:
+        """count agrees with find."""
+        await fill(store, 9)
+        assert await store.count("things") == 9
+        assert await store.count("things", (Cond("tags", "contains", "odd"),)) == 4

@@ -17,10 +17,15 @@ router.include_router(issues.router)
 def install_command_errors(app: FastAPI) -> None:
     @app.exception_handler(ConcurrencyConflict)
     async def _conflict(_: Request, exc: ConcurrencyConflict) -> ProblemResponse:
-        return problem(409, "version-conflict", "Version conflict",
-                       f"the issue is at version {exc.actual}, not {exc.expected}: read it again and retry"
-                       if exc.actual is not None else "someone else changed it first: read it again and retry",
-                       current_version=exc.actual)
+        return problem(
+            409,
+            "version-conflict",
+            "Version conflict",
+            f"the issue is at version {exc.actual}, not {exc.expected}: read it again and retry"
+            if exc.actual is not None
+            else "someone else changed it first: read it again and retry",
+            current_version=exc.actual,
+        )
 
     @app.exception_handler(IdempotencyMismatch)
     async def _idem(_: Request, exc: IdempotencyMismatch) -> ProblemResponse:
@@ -28,5 +33,10 @@ def install_command_errors(app: FastAPI) -> None:
 
     @app.exception_handler(EventLogError)
     async def _log_down(_: Request, exc: EventLogError) -> ProblemResponse:  # noqa: ARG001
-        return problem(503, "log-unavailable", "Event log unavailable",
-                       "the command was not recorded; retry shortly", headers={"Retry-After": "1"})
+        return problem(
+            503,
+            "log-unavailable",
+            "Event log unavailable",
+            "the command was not recorded; retry shortly",
+            headers={"Retry-After": "1"},
+        )

@@ -26,13 +26,13 @@ def metadata(actor: OptionalActor) -> Metadata:
 
 
 def expected_version(
-    if_match: Annotated[str | None, Header(description="the version you last read, e.g. `3` or `\"3\"`")] = None,
+    if_match: Annotated[str | None, Header(description='the version you last read, e.g. `3` or `"3"`')] = None,
 ) -> int | None:
     if if_match is None:
         return None
     match = ETAG_VERSION.match(if_match.strip())
     if not match:
-        raise ProblemError(400, "bad-if-match", "Bad If-Match", "If-Match must be a version number, e.g. \"3\"")
+        raise ProblemError(400, "bad-if-match", "Bad If-Match", 'If-Match must be a version number, e.g. "3"')
     return int(match.group(1))
 
 
@@ -46,8 +46,9 @@ async def idempotency(
     if idempotency_key is None:
         return None
     if not idempotency_key.strip() or not idempotency_key.isprintable():
-        raise ProblemError(400, "bad-idempotency-key", "Bad Idempotency-Key",
-                           "Idempotency-Key must be 1 to 200 printable characters")
+        raise ProblemError(
+            400, "bad-idempotency-key", "Bad Idempotency-Key", "Idempotency-Key must be 1 to 200 printable characters"
+        )
     body = await request.body()
     scope = actor.user_id if actor else "anonymous"
     return Idempotency.of(idempotency_key, scope, request.method, request.url.path, body.decode("utf-8", "replace"))

@@ -119,8 +119,12 @@ class CommandHandlers:
                         return replay
                 raise
             last = recorded[-1]
-            log.info("command.appended", aggregate_id=aggregate_id, events=[r.event_type for r in recorded],
-                     version=last.aggregate_version)
+            log.info(
+                "command.appended",
+                aggregate_id=aggregate_id,
+                events=[r.event_type for r in recorded],
+                version=last.aggregate_version,
+            )
             return CommandResult(aggregate_id, last.aggregate_version, last.position)
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -141,8 +145,14 @@ class CommandHandlers:
         meta = Metadata(actor_id=meta.actor_id or user_id, correlation_id=meta.correlation_id)
         try:
             return await self._execute(
-                "user", user_id, user_domain.User(id=user_id), user_domain.evolve,
-                lambda _: user_domain.register(cmd, password_hash), meta, expected_version=0, idem=idem,
+                "user",
+                user_id,
+                user_domain.User(id=user_id),
+                user_domain.evolve,
+                lambda _: user_domain.register(cmd, password_hash),
+                meta,
+                expected_version=0,
+                idem=idem,
                 claims=(Claim(f"email:{email}"),),
             )
         except ClaimTaken as taken:
@@ -166,24 +176,42 @@ class CommandHandlers:
         return user if ok and user else None
 
     async def change_profile(
-        self, cmd: c.ChangeProfile, actor: Actor, meta: Metadata,
-        expected_version: int | None = None, idem: Idempotency | None = None,
+        self,
+        cmd: c.ChangeProfile,
+        actor: Actor,
+        meta: Metadata,
+        expected_version: int | None = None,
+        idem: Idempotency | None = None,
     ) -> CommandResult:
         return await self._execute(
-            "user", cmd.user_id, user_domain.User(id=cmd.user_id), user_domain.evolve,
-            lambda s: user_domain.change_profile(s.state, cmd, actor), meta, expected_version, idem,
+            "user",
+            cmd.user_id,
+            user_domain.User(id=cmd.user_id),
+            user_domain.evolve,
+            lambda s: user_domain.change_profile(s.state, cmd, actor),
+            meta,
+            expected_version,
+            idem,
         )
 
     async def grant_role(self, cmd: c.GrantRole, actor: Actor, meta: Metadata) -> CommandResult:
         return await self._execute(
-            "user", cmd.user_id, user_domain.User(id=cmd.user_id), user_domain.evolve,
-            lambda s: user_domain.grant_role(s.state, cmd, actor), meta,
+            "user",
+            cmd.user_id,
+            user_domain.User(id=cmd.user_id),
+            user_domain.evolve,
+            lambda s: user_domain.grant_role(s.state, cmd, actor),
+            meta,
         )
 
     async def revoke_role(self, cmd: c.RevokeRole, actor: Actor, meta: Metadata) -> CommandResult:
         return await self._execute(
-            "user", cmd.user_id, user_domain.User(id=cmd.user_id), user_domain.evolve,
-            lambda s: user_domain.revoke_role(s.state, cmd, actor), meta,
+            "user",
+            cmd.user_id,
+            user_domain.User(id=cmd.user_id),
+            user_domain.evolve,
+            lambda s: user_domain.revoke_role(s.state, cmd, actor),
+            meta,
         )
 
     # --- the catalogue ------------------------------------------------------------
@@ -196,8 +224,12 @@ class CommandHandlers:
 
     async def define_category(self, cmd: c.DefineCategory, actor: Actor, meta: Metadata) -> CommandResult:
         return await self._execute(
-            "catalogue", catalogue_domain.CATALOGUE_ID, catalogue_domain.Catalogue(), catalogue_domain.evolve,
-            lambda s: catalogue_domain.define(s.state, cmd, actor), meta,
+            "catalogue",
+            catalogue_domain.CATALOGUE_ID,
+            catalogue_domain.Catalogue(),
+            catalogue_domain.evolve,
+            lambda s: catalogue_domain.define(s.state, cmd, actor),
+            meta,
         )
 
     async def seed_catalogue(self, actor: Actor, meta: Metadata) -> None:
@@ -214,13 +246,23 @@ class CommandHandlers:
     ) -> CommandResult:
         department = (await self.catalogue()).department_of(cmd.category)
         return await self._execute(
-            "issue", cmd.issue_id, issue_domain.Issue(id=cmd.issue_id), issue_domain.evolve,
-            lambda _: issue_domain.report(cmd, actor, department), meta, expected_version=0, idem=idem,
+            "issue",
+            cmd.issue_id,
+            issue_domain.Issue(id=cmd.issue_id),
+            issue_domain.evolve,
+            lambda _: issue_domain.report(cmd, actor, department),
+            meta,
+            expected_version=0,
+            idem=idem,
         )
 
     async def issue_command(
-        self, cmd: c.IssueCommand, actor: Actor, meta: Metadata,
-        expected_version: int | None = None, idem: Idempotency | None = None,
+        self,
+        cmd: c.IssueCommand,
+        actor: Actor,
+        meta: Metadata,
+        expected_version: int | None = None,
+        idem: Idempotency | None = None,
     ) -> CommandResult:
         if isinstance(cmd, c.EditIssue) and cmd.category is not None:
             (await self.catalogue()).department_of(cmd.category)
@@ -228,8 +270,14 @@ class CommandHandlers:
             await self._require_open_original(cmd.original_id)
         now = self._clock()
         return await self._execute(
-            "issue", cmd.issue_id, issue_domain.Issue(id=cmd.issue_id), issue_domain.evolve,
-            lambda s: issue_domain.decide(s.state, cmd, actor, now), meta, expected_version, idem,
+            "issue",
+            cmd.issue_id,
+            issue_domain.Issue(id=cmd.issue_id),
+            issue_domain.evolve,
+            lambda s: issue_domain.decide(s.state, cmd, actor, now),
+            meta,
+            expected_version,
+            idem,
         )
 
     async def _require_open_original(self, original_id: str) -> None:

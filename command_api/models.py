@@ -36,13 +36,16 @@ def _text(value: str) -> str:
 
 
 Email = Annotated[str, Field(max_length=254, examples=["ada@example.org"]), AfterValidator(_email)]
-Password = Annotated[str, Field(min_length=1, max_length=256, examples=["correct horse battery"]),
-                     AfterValidator(_password)]
+Password = Annotated[
+    str, Field(min_length=1, max_length=256, examples=["correct horse battery"]), AfterValidator(_password)
+]
 DisplayName = Annotated[str, Field(min_length=1, max_length=80, examples=["Ada"]), AfterValidator(_text)]
-Title = Annotated[str, Field(min_length=3, max_length=140, examples=["Deep pothole on Main Street"]),
-                  AfterValidator(_text)]
-Description = Annotated[str, Field(min_length=1, max_length=5000, examples=["Two feet wide, near the bus stop."]),
-                        AfterValidator(_text)]
+Title = Annotated[
+    str, Field(min_length=3, max_length=140, examples=["Deep pothole on Main Street"]), AfterValidator(_text)
+]
+Description = Annotated[
+    str, Field(min_length=1, max_length=5000, examples=["Two feet wide, near the bus stop."]), AfterValidator(_text)
+]
 Code = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9-]*$", examples=["pothole"])]
 Body = Annotated[str, Field(min_length=1, max_length=5000), AfterValidator(_text)]
 

@@ -100,7 +100,7 @@ class SqliteEventLog(EventStore, EventLog):
     async def load(self, aggregate_id: str) -> list[Envelope]:
         def query(conn: sqlite3.Connection) -> list[Envelope]:
             rows = conn.execute(
-                f"SELECT {COLUMNS} FROM events WHERE aggregate_id = ? ORDER BY aggregate_version",  # noqa: S608
+                f"SELECT {COLUMNS} FROM events WHERE aggregate_id = ? ORDER BY aggregate_version",
                 (aggregate_id,),
             ).fetchall()
             return [_row_to_envelope(r) for r in rows]
@@ -158,8 +158,13 @@ class SqliteEventLog(EventStore, EventLog):
             for claim in claims:
                 conn.execute(
                     "INSERT INTO claims (key, aggregate_id, version, position, data) VALUES (?, ?, ?, ?, ?)",
-                    (claim.key, aggregate_id, last.aggregate_version, last.position.offset,
-                     orjson.dumps(dict(claim.data))),
+                    (
+                        claim.key,
+                        aggregate_id,
+                        last.aggregate_version,
+                        last.position.offset,
+                        orjson.dumps(dict(claim.data)),
+                    ),
                 )
             return recorded
 
@@ -187,7 +192,7 @@ class SqliteEventLog(EventStore, EventLog):
 
         def query(conn: sqlite3.Connection) -> list[Envelope]:
             rows = conn.execute(
-                f"SELECT {COLUMNS} FROM events WHERE position > ? ORDER BY position LIMIT ?",  # noqa: S608
+                f"SELECT {COLUMNS} FROM events WHERE position > ? ORDER BY position LIMIT ?",
                 (start, limit),
             ).fetchall()
             return [_row_to_envelope(r) for r in rows]
@@ -210,9 +215,7 @@ class SqliteEventLog(EventStore, EventLog):
 
 
 def _claim(conn: sqlite3.Connection, key: str) -> ClaimRecord | None:
-    row = conn.execute(
-        "SELECT key, aggregate_id, version, position, data FROM claims WHERE key = ?", (key,)
-    ).fetchone()
+    row = conn.execute("SELECT key, aggregate_id, version, position, data FROM claims WHERE key = ?", (key,)).fetchone()
     if row is None:
         return None
     return ClaimRecord(row[0], row[1], row[2], Position(0, row[3]), orjson.loads(row[4]))

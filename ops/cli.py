@@ -22,8 +22,9 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
-users = typer.Typer(help="Create users and manage their roles (for bootstrapping staff and admins).",
-                    no_args_is_help=True)
+users = typer.Typer(
+    help="Create users and manage their roles (for bootstrapping staff and admins).", no_args_is_help=True
+)
 app.add_typer(users, name="users")
 
 
@@ -44,10 +45,17 @@ def _serve(role: str, host: str | None, port: int | None, workers: int) -> None:
     if workers > 1 and settings.embedded and role == "all":
         typer.echo("snapfix: the embedded default runs its projector in-process; use one worker", err=True)
         raise typer.Exit(2)
-    typer.echo(f"snapfix: {role} on http://{host or settings.host}:{port or settings.port} "
-               f"(Swagger UI at /docs)", err=True)
-    uvicorn.run(create_app(settings, role), host=host or settings.host, port=port or settings.port,  # type: ignore[arg-type]
-                log_level=settings.log_level, access_log=False, workers=1)
+    typer.echo(
+        f"snapfix: {role} on http://{host or settings.host}:{port or settings.port} (Swagger UI at /docs)", err=True
+    )
+    uvicorn.run(
+        create_app(settings, role),
+        host=host or settings.host,
+        port=port or settings.port,  # type: ignore[arg-type]
+        log_level=settings.log_level,
+        access_log=False,
+        workers=1,
+    )
 
 
 HostOpt = Annotated[str | None, typer.Option(help="interface to bind (default SNAPFIX_HOST, 127.0.0.1)")]
@@ -77,9 +85,16 @@ def users_create(
     email: Annotated[str, typer.Option(help="the sign-in email")],
     display_name: Annotated[str, typer.Option("--display-name", help="the public name")],
     role: Annotated[list[str], typer.Option(help=f"a role to give, repeatable: {', '.join(ROLES)}")] = [],  # noqa: B006
-    password: Annotated[str, typer.Option(prompt=True, hide_input=True, confirmation_prompt=True,
-                                          envvar="SNAPFIX_NEW_USER_PASSWORD",
-                                          help="asked for when not given (or SNAPFIX_NEW_USER_PASSWORD)")] = "",
+    password: Annotated[
+        str,
+        typer.Option(
+            prompt=True,
+            hide_input=True,
+            confirmation_prompt=True,
+            envvar="SNAPFIX_NEW_USER_PASSWORD",
+            help="asked for when not given (or SNAPFIX_NEW_USER_PASSWORD)",
+        ),
+    ] = "",
 ) -> None:
     """Register a user directly in the event log, e.g. the first staff member or admin."""
     from command_api.models import RegisterBody

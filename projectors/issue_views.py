@@ -10,15 +10,34 @@ from projectors.ports import Collection, Doc
 from projectors.projection import Projection, already_applied, by_aggregate, iso
 
 SUMMARY_FIELDS = (
-    "id", "title", "category", "status", "department", "reporter_id", "location", "address",
-    "upvotes", "comments", "duplicate_of", "created_at", "updated_at", "version",
+    "id",
+    "title",
+    "category",
+    "status",
+    "department",
+    "reporter_id",
+    "location",
+    "address",
+    "upvotes",
+    "comments",
+    "duplicate_of",
+    "created_at",
+    "updated_at",
+    "version",
 )
 
 summary_collection = Collection(
     name="issue_summary",
     fields={
-        "status": "text", "category": "text", "department": "text", "reporter_id": "text",
-        "created_at": "text", "updated_at": "text", "upvotes": "int", "lat": "real", "lon": "real",
+        "status": "text",
+        "category": "text",
+        "department": "text",
+        "reporter_id": "text",
+        "created_at": "text",
+        "updated_at": "text",
+        "upvotes": "int",
+        "lat": "real",
+        "lon": "real",
     },
     indexes=(
         ("-created_at", "-id"),
@@ -36,8 +55,13 @@ detail_collection = Collection(name="issue_detail")
 
 
 def _timeline_entry(env: Envelope, kind: str, **data: Any) -> dict[str, Any]:
-    return {"type": kind, "at": iso(env.occurred_at), "actor_id": env.actor_id, "version": env.aggregate_version,
-            **data}
+    return {
+        "type": kind,
+        "at": iso(env.occurred_at),
+        "actor_id": env.actor_id,
+        "version": env.aggregate_version,
+        **data,
+    }
 
 
 def fold_detail(doc: Doc | None, env: Envelope, event: e.DomainEvent) -> Doc | None:
@@ -72,15 +96,23 @@ def fold_detail(doc: Doc | None, env: Envelope, event: e.DomainEvent) -> Doc | N
                 new["timeline"] = [*doc["timeline"], _timeline_entry(env, "edited")]
             case e.IssueStatusChanged():
                 new["status"] = event.to_status
-                new["timeline"] = [*doc["timeline"], _timeline_entry(
-                    env, "status_changed", from_status=event.from_status, to_status=event.to_status,
-                    note=event.note)]
+                new["timeline"] = [
+                    *doc["timeline"],
+                    _timeline_entry(
+                        env, "status_changed", from_status=event.from_status, to_status=event.to_status, note=event.note
+                    ),
+                ]
             case e.IssueAssigned():
                 new["department"] = event.department
                 new["timeline"] = [*doc["timeline"], _timeline_entry(env, "assigned", department=event.department)]
             case e.IssueCommented():
-                comment = {"id": event.comment_id, "author_id": event.author_id, "body": event.body,
-                           "by_staff": event.by_staff, "created_at": iso(env.occurred_at)}
+                comment = {
+                    "id": event.comment_id,
+                    "author_id": event.author_id,
+                    "body": event.body,
+                    "by_staff": event.by_staff,
+                    "created_at": iso(env.occurred_at),
+                }
                 new["comment_list"] = [*doc["comment_list"], comment]
                 new["comments"] = doc["comments"] + 1
                 new["timeline"] = [*doc["timeline"], _timeline_entry(env, "commented", comment_id=event.comment_id)]
@@ -90,8 +122,10 @@ def fold_detail(doc: Doc | None, env: Envelope, event: e.DomainEvent) -> Doc | N
                 new["upvotes"] = doc["upvotes"] - 1
             case e.IssueMarkedDuplicate():
                 new.update(status="duplicate", duplicate_of=event.original_id)
-                new["timeline"] = [*doc["timeline"], _timeline_entry(
-                    env, "marked_duplicate", original_id=event.original_id)]
+                new["timeline"] = [
+                    *doc["timeline"],
+                    _timeline_entry(env, "marked_duplicate", original_id=event.original_id),
+                ]
     new["version"] = env.aggregate_version
     if not isinstance(event, e.IssueSubscribed | e.IssueUnsubscribed):  # following is not a change of the issue
         new["updated_at"] = iso(env.occurred_at)

@@ -13,8 +13,13 @@ def fold_user(doc: Doc | None, env: Envelope, event: e.DomainEvent) -> Doc | Non
     if already_applied(doc, env):
         return doc
     if isinstance(event, e.UserRegistered):
-        new: Doc = {"id": env.aggregate_id, "email": event.email, "display_name": event.display_name,
-                    "roles": sorted(event.roles), "created_at": iso(env.occurred_at)}
+        new: Doc = {
+            "id": env.aggregate_id,
+            "email": event.email,
+            "display_name": event.display_name,
+            "roles": sorted(event.roles),
+            "created_at": iso(env.occurred_at),
+        }
     elif doc is None:
         return None
     else:
@@ -39,8 +44,14 @@ def fold_category(doc: Doc | None, env: Envelope, event: e.DomainEvent) -> Doc |
     """One category per document; ``version`` is the catalogue's version that last defined it."""
     if already_applied(doc, env) or not isinstance(event, e.CategoryDefined):
         return doc
-    return {"id": event.code, "code": event.code, "name": event.name, "description": event.description,
-            "department": event.department, "version": env.aggregate_version}
+    return {
+        "id": event.code,
+        "code": event.code,
+        "name": event.name,
+        "description": event.description,
+        "department": event.department,
+        "version": env.aggregate_version,
+    }
 
 
 def history_key(env: Envelope) -> str | None:
@@ -50,7 +61,7 @@ def history_key(env: Envelope) -> str | None:
     return f"{env.aggregate_id}:{env.aggregate_version:010d}"
 
 
-def fold_history(doc: Doc | None, env: Envelope, event: e.DomainEvent) -> Doc | None:  # noqa: ARG001
+def fold_history(doc: Doc | None, env: Envelope, event: e.DomainEvent) -> Doc | None:
     if doc is not None:
         return doc
     return {
@@ -70,8 +81,9 @@ def fold_history(doc: Doc | None, env: Envelope, event: e.DomainEvent) -> Doc | 
 user_profile = Projection(Collection(name="user_profile"), by_aggregate("user"), fold_user)
 categories = Projection(Collection(name="categories", fields={"department": "text"}), category_key, fold_category)
 issue_history = Projection(
-    Collection(name="issue_history", fields={"aggregate_id": "text", "version": "int"},
-               indexes=(("aggregate_id", "version"),)),
+    Collection(
+        name="issue_history", fields={"aggregate_id": "text", "version": "int"}, indexes=(("aggregate_id", "version"),)
+    ),
     history_key,
     fold_history,
 )

@@ -101,7 +101,7 @@ class ProjectionRunner:
                         new = projection.fold(current, env, event)
                         if new is not current:
                             updates.append((slot, new))
-                except Exception as error:  # noqa: BLE001 - a poison event must not stop the projector
+                except Exception as error:
                     dead.append(self._dead_letter(env, error))
                     continue
                 for slot, new in updates:  # only once every fold of this event succeeded
@@ -128,19 +128,27 @@ class ProjectionRunner:
         assert env.position is not None
         self.dead_lettered += 1
         self.last_error = f"{type(error).__name__}: {error}"
-        log.error("projection.dead_letter", projector=self.name, position=env.position.token(),
-                  event_type=env.event_type, reason=self.last_error)
-        return Put(DEAD_LETTERS.name, {
-            "id": f"{self.name}:{env.position.partition}:{env.position.offset}",
-            "projector": self.name,
-            "partition": env.position.partition,
-            "position": env.position.offset,
-            "status": "open",
-            "reason": self.last_error,
-            "trace": traceback.format_exception_only(error)[-1].strip(),
-            "envelope": {**envelope_to_dict(env)},
-            "recorded_at": iso(datetime.now(UTC)),
-        })
+        log.error(
+            "projection.dead_letter",
+            projector=self.name,
+            position=env.position.token(),
+            event_type=env.event_type,
+            reason=self.last_error,
+        )
+        return Put(
+            DEAD_LETTERS.name,
+            {
+                "id": f"{self.name}:{env.position.partition}:{env.position.offset}",
+                "projector": self.name,
+                "partition": env.position.partition,
+                "position": env.position.offset,
+                "status": "open",
+                "reason": self.last_error,
+                "trace": traceback.format_exception_only(error)[-1].strip(),
+                "envelope": {**envelope_to_dict(env)},
+                "recorded_at": iso(datetime.now(UTC)),
+            },
+        )
 
     async def _after_commit(self, changes: list[Change]) -> None:
         if self._view_cache is not None:
@@ -166,7 +174,7 @@ class ProjectionRunner:
                 await self._log.wait(self.checkpoint, self._idle_poll_s)
             except asyncio.CancelledError:
                 raise
-            except Exception as error:  # noqa: BLE001 - the store or log failed: retry the same batch
+            except Exception as error:
                 self.last_error = f"{type(error).__name__}: {error}"
                 log.warning("projector.retry", projector=self.name, reason=self.last_error)
                 await asyncio.sleep(1.0)

@@ -38,8 +38,10 @@ class SqliteViewStore(ViewStore):
     async def setup(self, collections: Sequence[Collection]) -> None:
         for col in collections:
             self._collections[col.name] = col
-        statements = ["CREATE TABLE IF NOT EXISTS checkpoints (projector TEXT, partition INTEGER, "
-                      "offset INTEGER NOT NULL, PRIMARY KEY (projector, partition))"]
+        statements = [
+            "CREATE TABLE IF NOT EXISTS checkpoints (projector TEXT, partition INTEGER, "
+            "offset INTEGER NOT NULL, PRIMARY KEY (projector, partition))"
+        ]
         for col in collections:
             table = f"v_{_ident(col.name)}"
             columns = "".join(f", {_ident(f)} {SQL_TYPES[t]}" for f, t in col.fields.items())
@@ -50,8 +52,10 @@ class SqliteViewStore(ViewStore):
                 statements.append(f"CREATE INDEX IF NOT EXISTS {name} ON {table} ({', '.join(parts)})")
             for array in col.arrays:
                 side = f"{table}__{_ident(array)}"
-                statements.append(f"CREATE TABLE IF NOT EXISTS {side} (id TEXT NOT NULL, value TEXT NOT NULL, "
-                                  "PRIMARY KEY (value, id)) WITHOUT ROWID")
+                statements.append(
+                    f"CREATE TABLE IF NOT EXISTS {side} (id TEXT NOT NULL, value TEXT NOT NULL, "
+                    "PRIMARY KEY (value, id)) WITHOUT ROWID"
+                )
                 statements.append(f"CREATE INDEX IF NOT EXISTS ix_{col.name}__{array}__id ON {side} (id)")
         script = ";\n".join(statements) + ";"
         await self._writer.run(lambda c: c.executescript(script))
@@ -65,7 +69,7 @@ class SqliteViewStore(ViewStore):
     async def get(self, collection: str, id: str) -> Doc | None:
         table = f"v_{_ident(self._col(collection).name)}"
         row = await self._reader.run(
-            lambda c: c.execute(f"SELECT doc FROM {table} WHERE id = ?", (id,)).fetchone()  # noqa: S608
+            lambda c: c.execute(f"SELECT doc FROM {table} WHERE id = ?", (id,)).fetchone()
         )
         return orjson.loads(row[0]) if row else None
 
@@ -78,9 +82,9 @@ class SqliteViewStore(ViewStore):
         def query(conn: sqlite3.Connection) -> list[tuple[str, bytes]]:
             out: list[tuple[str, bytes]] = []
             for start in range(0, len(unique), 500):
-                chunk = unique[start:start + 500]
+                chunk = unique[start : start + 500]
                 marks = ",".join("?" * len(chunk))
-                out += conn.execute(f"SELECT id, doc FROM {table} WHERE id IN ({marks})", chunk).fetchall()  # noqa: S608
+                out += conn.execute(f"SELECT id, doc FROM {table} WHERE id IN ({marks})", chunk).fetchall()
             return out
 
         return {id_: orjson.loads(doc) for id_, doc in await self._reader.run(query)}
@@ -127,7 +131,7 @@ class SqliteViewStore(ViewStore):
             clauses.append(keyset)
             params += keyset_params
         order = ", ".join(f"{self._column(col, f)} {'DESC' if desc else 'ASC'}" for f, desc in query.order_by)
-        sql = f"SELECT doc FROM v_{col.name}"  # noqa: S608
+        sql = f"SELECT doc FROM v_{col.name}"
         if clauses:
             sql += " WHERE " + " AND ".join(clauses)
         sql += f" ORDER BY {order} LIMIT ?"
@@ -152,7 +156,7 @@ class SqliteViewStore(ViewStore):
     async def count(self, collection: str, where: tuple[Cond, ...] = ()) -> int:
         col = self._col(collection)
         clauses, params = self._where(col, where)
-        sql = f"SELECT COUNT(*) FROM v_{col.name}"  # noqa: S608
+        sql = f"SELECT COUNT(*) FROM v_{col.name}"
         if clauses:
             sql += " WHERE " + " AND ".join(clauses)
         row = await self._reader.run(lambda c: c.execute(sql, params).fetchone())
@@ -181,20 +185,30 @@ class SqliteViewStore(ViewStore):
         table = f"v_{col.name}"
         doc_id = change.doc["id"] if isinstance(change, Put) else change.id
         plan: list[tuple[str, Sequence[Any]]] = [
-            (f"DELETE FROM {table}__{a} WHERE id = ?", (doc_id,)) for a in col.arrays  # noqa: S608
+            (f"DELETE FROM {table}__{a} WHERE id = ?", (doc_id,))
+            for a in col.arrays
         ]
         if isinstance(change, Delete):
-            plan.append((f"DELETE FROM {table} WHERE id = ?", (doc_id,)))  # noqa: S608
+            plan.append((f"DELETE FROM {table} WHERE id = ?", (doc_id,)))
             return plan
         doc = change.doc
         names = ["id", "doc", *col.fields]
         values = [doc_id, orjson.dumps(doc), *(doc.get(f) for f in col.fields)]
-        plan.append((f"INSERT OR REPLACE INTO {table} ({', '.join(names)}) "  # noqa: S608
-                     f"VALUES ({', '.join('?' * len(names))})", values))
+        plan.append(
+            (
+                f"INSERT OR REPLACE INTO {table} ({', '.join(names)}) "
+                f"VALUES ({', '.join('?' * len(names))})",
+                values,
+            )
+        )
         for array in col.arrays:
             for value in dict.fromkeys(doc.get(array) or ()):
-                plan.append((f"INSERT OR IGNORE INTO {table}__{array} (id, value) VALUES (?, ?)",  # noqa: S608
-                             (doc_id, value)))
+                plan.append(
+                    (
+                        f"INSERT OR IGNORE INTO {table}__{array} (id, value) VALUES (?, ?)",
+                        (doc_id, value),
+                    )
+                )
         return plan
 
     async def checkpoint(self, projector: str) -> dict[int, int]:
@@ -213,9 +227,9 @@ class SqliteViewStore(ViewStore):
 
         def body(conn: sqlite3.Connection) -> None:
             for col in cols:
-                conn.execute(f"DELETE FROM v_{col.name}")  # noqa: S608
+                conn.execute(f"DELETE FROM v_{col.name}")
                 for array in col.arrays:
-                    conn.execute(f"DELETE FROM v_{col.name}__{array}")  # noqa: S608
+                    conn.execute(f"DELETE FROM v_{col.name}__{array}")
             conn.execute("DELETE FROM checkpoints WHERE projector = ?", (projector,))
 
         await self._writer.run(lambda c: transaction(c, body))

@@ -16,5 +16,10 @@ router.include_router(users.router)
 def install_query_errors(app: FastAPI) -> None:
     @app.exception_handler(ViewStoreError)
     async def _store_down(_: Request, exc: ViewStoreError) -> ProblemResponse:  # noqa: ARG001
-        return problem(503, "views-unavailable", "Views unavailable",
-                       "the read store is not answering; retry shortly", headers={"Retry-After": "1"})
+        return problem(
+            503,
+            "views-unavailable",
+            "Views unavailable",
+            "the read store is not answering; retry shortly",
+            headers={"Retry-After": "1"},
+        )

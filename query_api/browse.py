@@ -38,8 +38,12 @@ class Browse:
 
     def query(self) -> Query:
         where: list[Cond] = []
-        for field, value in (("status", self.status), ("category", self.category),
-                             ("department", self.department), ("reporter_id", self.reporter)):
+        for field, value in (
+            ("status", self.status),
+            ("category", self.category),
+            ("department", self.department),
+            ("reporter_id", self.reporter),
+        ):
             if value is not None:
                 where.append(Cond(field, "in", value.split(",")) if "," in value else Cond(field, "eq", value))
         if self.created_after is not None:

@@ -35,8 +35,12 @@ async def consistent(
     try:
         fresh = await wait_for_token(c, x_consistency_token)
     except ValueError:
-        raise ProblemError(400, "bad-consistency-token", "Bad consistency token",
-                           "X-Consistency-Token must be the `position` a command answered") from None
+        raise ProblemError(
+            400,
+            "bad-consistency-token",
+            "Bad consistency token",
+            "X-Consistency-Token must be the `position` a command answered",
+        ) from None
     return "fresh" if fresh else "stale"
 
 

@@ -51,8 +51,13 @@ def create_app(settings: Settings, role: Role = "all") -> FastAPI:
         if container.runner is not None:
             await container.runner.catch_up()
             task = asyncio.create_task(container.runner.run_forever(stop), name="projector")
-        log.info("snapfix.started", role=role, event_log=_scheme(settings.event_log),
-                 view_store=_scheme(settings.view_store), cache=_scheme(settings.cache))
+        log.info(
+            "snapfix.started",
+            role=role,
+            event_log=_scheme(settings.event_log),
+            view_store=_scheme(settings.view_store),
+            cache=_scheme(settings.cache),
+        )
         try:
             yield
         finally:

@@ -6,6 +6,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from argon2 import PasswordHasher
+
 from command_api.handlers import CommandHandlers
 from command_api.security import Passwords
 from events.ports import EventLog, EventStore
@@ -74,7 +76,8 @@ async def build(settings: Settings, *, write: bool = True, read: bool = True, pr
         c.closers.append(c.log.close)
     if write:
         assert c.store is not None
-        c.handlers = CommandHandlers(c.store, Passwords(), c.clock, settings.command_retries)
+        hasher = PasswordHasher(time_cost=settings.argon2_time_cost, memory_cost=settings.argon2_memory_kib)
+        c.handlers = CommandHandlers(c.store, Passwords(hasher), c.clock, settings.command_retries)
     if read or project:
         c.views = await open_view_store(settings)
         await c.views.setup([p.collection for p in ALL])
@@ -83,10 +86,17 @@ async def build(settings: Settings, *, write: bool = True, read: bool = True, pr
         c.closers.append(c.cache.close)
         c.view_cache = ViewCache(c.cache, settings.cache_ttl_s, c.cache_stats)
     if project:
-        assert c.log is not None and c.views is not None
+        assert c.log is not None
+        assert c.views is not None
         c.runner = ProjectionRunner(
-            MAIN_PROJECTOR, ALL, c.log, c.views, cache=c.cache, view_cache=c.view_cache,
-            batch_size=settings.projector_batch_size, idle_poll_s=settings.projector_idle_poll_ms / 1000,
+            MAIN_PROJECTOR,
+            ALL,
+            c.log,
+            c.views,
+            cache=c.cache,
+            view_cache=c.view_cache,
+            batch_size=settings.projector_batch_size,
+            idle_poll_s=settings.projector_idle_poll_ms / 1000,
         )
         await c.runner.setup()
     return c

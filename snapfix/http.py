@@ -6,10 +6,10 @@ import re
 import time
 from typing import Any
 
+import orjson
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-import orjson
 from fastapi.responses import Response
 from prometheus_client import Counter, Histogram
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -33,7 +33,9 @@ SAFE_CORRELATION = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 HTTP_REQUESTS = Counter("snapfix_http_requests_total", "HTTP requests", ["method", "route", "status"])
 HTTP_DURATION = Histogram(
-    "snapfix_http_request_duration_seconds", "HTTP request duration", ["method", "route"],
+    "snapfix_http_request_duration_seconds",
+    "HTTP request duration",
+    ["method", "route"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
 )
 
@@ -70,8 +72,9 @@ def problem(
 class ProblemError(Exception):
     """Raise from a route to answer with a problem document."""
 
-    def __init__(self, status: int, code: str, title: str, detail: str, headers: dict[str, str] | None = None,
-                 **extra: Any) -> None:
+    def __init__(
+        self, status: int, code: str, title: str, detail: str, headers: dict[str, str] | None = None, **extra: Any
+    ) -> None:
         super().__init__(detail)
         self.status, self.code, self.title, self.detail = status, code, title, detail
         self.headers = headers
@@ -97,14 +100,24 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> ProblemResponse:
-        return problem(422, "validation-error", "Invalid request",
-                       "The request does not match the schema; see errors.", errors=_validation_errors(exc))
+        return problem(
+            422,
+            "validation-error",
+            "Invalid request",
+            "The request does not match the schema; see errors.",
+            errors=_validation_errors(exc),
+        )
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> ProblemResponse:
         code = {404: "not-found", 405: "method-not-allowed", 401: "unauthorized"}.get(exc.status_code, "http-error")
-        return problem(exc.status_code, code, str(exc.detail) if exc.status_code != 404 else "Not found",
-                       str(exc.detail), headers=getattr(exc, "headers", None))
+        return problem(
+            exc.status_code,
+            code,
+            str(exc.detail) if exc.status_code != 404 else "Not found",
+            str(exc.detail),
+            headers=getattr(exc, "headers", None),
+        )
 
     @app.exception_handler(DomainError)
     async def _domain(_: Request, exc: DomainError) -> ProblemResponse:
@@ -114,8 +127,12 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> ProblemResponse:
         log.exception("http.unexpected_error", error_type=type(exc).__name__)
-        return problem(500, "internal-error", "Internal error",
-                       "Something went wrong on our side; the correlation id identifies it in our logs.")
+        return problem(
+            500,
+            "internal-error",
+            "Internal error",
+            "Something went wrong on our side; the correlation id identifies it in our logs.",
+        )
 
 
 class CorrelationMiddleware:
@@ -149,5 +166,4 @@ class CorrelationMiddleware:
                 elapsed = time.perf_counter() - started
                 HTTP_REQUESTS.labels(scope["method"], path, str(status)).inc()
                 HTTP_DURATION.labels(scope["method"], path).observe(elapsed)
-                log.info("http.request", method=scope["method"], route=path, status=status,
-                         ms=round(elapsed * 1000, 2))
+                log.info("http.request", method=scope["method"], route=path, status=status, ms=round(elapsed * 1000, 2))

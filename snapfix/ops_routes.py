@@ -32,11 +32,12 @@ async def readyz(c: ContainerDep) -> Response:
             else:
                 await dep.ping()  # type: ignore[union-attr]
             checks[name] = "ok"
-        except Exception as e:  # noqa: BLE001 - any failure means not ready
+        except Exception as e:
             checks[name] = f"down: {type(e).__name__}"
     ready = all(v == "ok" for v in checks.values())
-    return JSONResponse({"status": "ready" if ready else "not ready", "checks": checks},
-                        status_code=200 if ready else 503)
+    return JSONResponse(
+        {"status": "ready" if ready else "not ready", "checks": checks}, status_code=200 if ready else 503
+    )
 
 
 @router.get("/metrics", response_class=Response)

@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-DEV_SECRET = "dev-only-insecure-secret-change-me-0123456789"  # noqa: S105 - refused outside development
+DEV_SECRET = "dev-only-insecure-secret-change-me-0123456789"
 
 
 class Settings(BaseSettings):
@@ -31,6 +31,9 @@ class Settings(BaseSettings):
     access_token_ttl_s: int = Field(900, ge=30)
     refresh_token_ttl_s: int = Field(14 * 24 * 3600, ge=60)
 
+    argon2_time_cost: int = Field(3, ge=1, le=20)
+    argon2_memory_kib: int = Field(65536, ge=8, description="argon2id memory cost (the library's default)")
+
     consistency_wait_ms: int = Field(2000, ge=0, le=30000, description="read-your-writes bound")
     projector_batch_size: int = Field(500, ge=1, le=10000)
     projector_idle_poll_ms: int = Field(200, ge=1)
@@ -43,9 +46,7 @@ class Settings(BaseSettings):
     def _refuse_unsafe_secret(self) -> Settings:
         secret = self.jwt_secret.get_secret_value()
         if self.environment == "production" and (secret == DEV_SECRET or len(secret) < 32):
-            raise ValueError(
-                "SNAPFIX_JWT_SECRET must be set to a random value of at least 32 characters in production"
-            )
+            raise ValueError("SNAPFIX_JWT_SECRET must be set to a random value of at least 32 characters in production")
         return self
 
     @property

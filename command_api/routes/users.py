@@ -18,10 +18,10 @@ from snapfix.tokens import InvalidToken
 router = APIRouter(tags=["users"])
 
 
-@router.post("/v1/users", status_code=status.HTTP_201_CREATED, response_model=CommandAccepted,
-             responses=COMMAND_ERRORS)
-async def register(body: RegisterBody, handlers: Handlers, meta: Meta, idem: IdempotencyDep,
-                   response: Response) -> dict[str, Any]:
+@router.post("/v1/users", status_code=status.HTTP_201_CREATED, response_model=CommandAccepted, responses=COMMAND_ERRORS)
+async def register(
+    body: RegisterBody, handlers: Handlers, meta: Meta, idem: IdempotencyDep, response: Response
+) -> dict[str, Any]:
     """Create an account; 409 if the email is already registered."""
     result = await handlers.register(c.RegisterUser(body.email, body.password, body.display_name), meta, idem)
     response.headers["Location"] = "/v1/users/me"
@@ -29,26 +29,44 @@ async def register(body: RegisterBody, handlers: Handlers, meta: Meta, idem: Ide
 
 
 def _bad_credentials() -> ProblemError:
-    return ProblemError(401, "invalid-credentials", "Invalid credentials", "the email or password is wrong",
-                        headers={"WWW-Authenticate": "Bearer"})
+    return ProblemError(
+        401,
+        "invalid-credentials",
+        "Invalid credentials",
+        "the email or password is wrong",
+        headers={"WWW-Authenticate": "Bearer"},
+    )
 
 
-@router.post("/v1/auth/token", response_model=TokenResponse, tags=["auth"],
-             responses={401: {"description": "Wrong email or password", **PROBLEM}})
-async def sign_in(form: Annotated[OAuth2PasswordRequestForm, Depends()], handlers: Handlers,
-                  c_: ContainerDep) -> dict[str, Any]:
+@router.post(
+    "/v1/auth/token",
+    response_model=TokenResponse,
+    tags=["auth"],
+    responses={401: {"description": "Wrong email or password", **PROBLEM}},
+)
+async def sign_in(
+    form: Annotated[OAuth2PasswordRequestForm, Depends()], handlers: Handlers, c_: ContainerDep
+) -> dict[str, Any]:
     """OAuth2 password flow: the form's `username` is the email."""
     user = await handlers.authenticate(form.username, form.password)
     if user is None:
         raise _bad_credentials()
     assert c_.tokens is not None
     pair = c_.tokens.issue(user.as_actor(), c_.clock())
-    return {"access_token": pair.access_token, "refresh_token": pair.refresh_token,
-            "token_type": pair.token_type, "expires_in": pair.expires_in}
+    return {
+        "access_token": pair.access_token,
+        "refresh_token": pair.refresh_token,
+        "token_type": pair.token_type,
+        "expires_in": pair.expires_in,
+    }
 
 
-@router.post("/v1/auth/refresh", response_model=TokenResponse, tags=["auth"],
-             responses={401: {"description": "The refresh token is not valid", **PROBLEM}})
+@router.post(
+    "/v1/auth/refresh",
+    response_model=TokenResponse,
+    tags=["auth"],
+    responses={401: {"description": "The refresh token is not valid", **PROBLEM}},
+)
 async def refresh(body: RefreshBody, handlers: Handlers, c_: ContainerDep) -> dict[str, Any]:
     """Trade a refresh token for a new pair; roles are read afresh."""
     assert c_.tokens is not None
@@ -60,14 +78,18 @@ async def refresh(body: RefreshBody, handlers: Handlers, c_: ContainerDep) -> di
     if user is None:
         raise ProblemError(401, "invalid-token", "Invalid refresh token", "the account no longer exists")
     pair = c_.tokens.issue(user.as_actor(), c_.clock())
-    return {"access_token": pair.access_token, "refresh_token": pair.refresh_token,
-            "token_type": pair.token_type, "expires_in": pair.expires_in}
+    return {
+        "access_token": pair.access_token,
+        "refresh_token": pair.refresh_token,
+        "token_type": pair.token_type,
+        "expires_in": pair.expires_in,
+    }
 
 
 @router.patch("/v1/users/me", response_model=CommandAccepted, responses=COMMAND_ERRORS)
-async def change_profile(body: ProfilePatch, actor: CurrentActor, handlers: Handlers, meta: Meta,
-                         idem: IdempotencyDep, response: Response) -> dict[str, Any]:
+async def change_profile(
+    body: ProfilePatch, actor: CurrentActor, handlers: Handlers, meta: Meta, idem: IdempotencyDep, response: Response
+) -> dict[str, Any]:
     """Change your display name."""
-    result = await handlers.change_profile(c.ChangeProfile(actor.user_id, body.display_name), actor, meta,
-                                           idem=idem)
+    result = await handlers.change_profile(c.ChangeProfile(actor.user_id, body.display_name), actor, meta, idem=idem)
     return accepted(result, response)

@@ -18,8 +18,15 @@ from snapfix.http import ProblemError
 router = APIRouter(tags=["issues"], responses=READ_ERRORS)
 IssueId = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9-]+$")]
 Filter = Annotated[str | None, Query(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_,-]+$")]
-Stamp = Annotated[str | None, Query(min_length=4, max_length=40, pattern=r"^[0-9T:.\-+Z]+$",
-                                    description="an ISO 8601 UTC time, e.g. 2026-01-31T00:00:00Z")]
+Stamp = Annotated[
+    str | None,
+    Query(
+        min_length=4,
+        max_length=40,
+        pattern=r"^[0-9T:.\-+Z]+$",
+        description="an ISO 8601 UTC time, e.g. 2026-01-31T00:00:00Z",
+    ),
+]
 
 
 def _public_summary(doc: dict) -> dict:
@@ -43,16 +50,29 @@ async def browse(
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
 ) -> Response:
     """Browse issues, filtered and sorted, a page at a time: follow `next_cursor` until it is null."""
-    params = Browse(status, category, department, reporter, _utc(created_after), _utc(created_before), sort,
-                    cursor, min(limit, c.settings.max_page_size))
+    params = Browse(
+        status,
+        category,
+        department,
+        reporter,
+        _utc(created_after),
+        _utc(created_before),
+        sort,
+        cursor,
+        min(limit, c.settings.max_page_size),
+    )
     try:
         query = params.query()
     except BadCursor as e:
         raise ProblemError(400, "bad-cursor", "Bad cursor", str(e)) from None
     rows = await views.find(query)
     items, next_cursor = params.page(rows)
-    return json_value({"items": [_public_summary(d) for d in items], "next_cursor": next_cursor}, request,
-                      freshness=freshness, cache_control="public, max-age=2")
+    return json_value(
+        {"items": [_public_summary(d) for d in items], "next_cursor": next_cursor},
+        request,
+        freshness=freshness,
+        cache_control="public, max-age=2",
+    )
 
 
 def _utc(stamp: str | None) -> str | None:
@@ -91,17 +111,20 @@ async def history(
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> Response:
     """The issue's events, in order (passwords and other secrets never appear here)."""
-    rows = await views.find(ViewQuery(
-        "issue_history",
-        (Cond("aggregate_id", "eq", issue_id), Cond("version", "gt", after_version)),
-        (("version", False),),
-        None,
-        limit + 1,
-    ))
+    rows = await views.find(
+        ViewQuery(
+            "issue_history",
+            (Cond("aggregate_id", "eq", issue_id), Cond("version", "gt", after_version)),
+            (("version", False),),
+            None,
+            limit + 1,
+        )
+    )
     if not rows and after_version == 0:
         raise ProblemError(404, "not-found", "Not found", f"no issue {issue_id}")
     items = rows[:limit]
     next_cursor = str(items[-1]["version"]) if len(rows) > limit else None
-    body = orjson.dumps({"items": [{k: v for k, v in r.items() if k != "id"} for r in items],
-                         "next_cursor": next_cursor})
+    body = orjson.dumps(
+        {"items": [{k: v for k, v in r.items() if k != "id"} for r in items], "next_cursor": next_cursor}
+    )
     return json_bytes(body, request, freshness=freshness)

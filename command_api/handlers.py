@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import random
 import uuid
+import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -74,6 +77,16 @@ class CommandHandlers:
         self._passwords = passwords
         self._clock = clock
         self._retries = retries
+        # Commands on one aggregate queue up inside a process instead of racing to a conflict;
+        # across processes the log's optimistic concurrency still decides.
+        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+
+    def _lock(self, aggregate_id: str) -> asyncio.Lock:
+        lock = self._locks.get(aggregate_id)
+        if lock is None:
+            lock = asyncio.Lock()
+            self._locks[aggregate_id] = lock
+        return lock
 
     # --- the one way every command is executed ------------------------------------
 
@@ -90,6 +103,23 @@ class CommandHandlers:
         claims: tuple[Claim, ...] = (),
     ) -> CommandResult:
         """Load, decide, append. Without an expected version a conflict is retried on fresh state."""
+        async with self._lock(aggregate_id):
+            return await self._execute_locked(
+                aggregate_type, aggregate_id, initial, evolve, decide, meta, expected_version, idem, claims
+            )
+
+    async def _execute_locked(
+        self,
+        aggregate_type: str,
+        aggregate_id: str,
+        initial: S,
+        evolve: Evolve[S],
+        decide: Callable[[Loaded[S]], Awaitable[list[DomainEvent]] | list[DomainEvent]],
+        meta: Metadata,
+        expected_version: int | None,
+        idem: Idempotency | None,
+        claims: tuple[Claim, ...],
+    ) -> CommandResult:
         if idem is not None:
             replay = await self._replay(idem)
             if replay is not None:
@@ -111,6 +141,7 @@ class CommandHandlers:
                 if attempt + 1 >= attempts:
                     raise
                 log.info("command.retry", aggregate_id=aggregate_id, attempt=attempt + 1)
+                await asyncio.sleep(random.uniform(0, 0.005 * 2**attempt))  # noqa: S311 - jitter, not crypto
                 continue
             except ClaimTaken as taken:
                 if idem is not None and taken.record.key == idem.claim_key:

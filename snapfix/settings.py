@@ -32,7 +32,7 @@ class Settings(BaseSettings):
     refresh_token_ttl_s: int = Field(14 * 24 * 3600, ge=60)
 
     argon2_time_cost: int = Field(3, ge=1, le=20)
-    argon2_memory_kib: int = Field(65536, ge=8, description="argon2id memory cost (the library's default)")
+    argon2_memory_kib: int = Field(65536, ge=64, description="argon2id memory cost (the library's default)")
 
     consistency_wait_ms: int = Field(2000, ge=0, le=30000, description="read-your-writes bound")
     projector_batch_size: int = Field(500, ge=1, le=10000)

@@ -13,7 +13,7 @@ from fastapi import FastAPI
 from snapfix.app import create_app
 from snapfix.settings import Settings
 
-FAST_ARGON2 = {"argon2_time_cost": 1, "argon2_memory_kib": 8}
+FAST_ARGON2 = {"argon2_time_cost": 1, "argon2_memory_kib": 64}
 
 
 def embedded_settings(tmp_path: Path, **overrides: object) -> Settings:

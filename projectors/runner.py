@@ -107,6 +107,13 @@ class ProjectionRunner:
                 for slot, new in updates:  # only once every fold of this event succeeded
                     working[slot] = new
                     touched[slot] = new
+                log.debug(
+                    "projection.applied",
+                    projector=self.name,
+                    event_type=env.event_type,
+                    position=env.position.token(),
+                    views=len(updates),
+                )
         changes: list[Change] = [Put(col, doc) for (col, _), doc in touched.items() if doc is not None]
         return changes + dead, checkpoint
 

@@ -68,9 +68,7 @@ class SqliteViewStore(ViewStore):
 
     async def get(self, collection: str, id: str) -> Doc | None:
         table = f"v_{_ident(self._col(collection).name)}"
-        row = await self._reader.run(
-            lambda c: c.execute(f"SELECT doc FROM {table} WHERE id = ?", (id,)).fetchone()
-        )
+        row = await self._reader.run(lambda c: c.execute(f"SELECT doc FROM {table} WHERE id = ?", (id,)).fetchone())
         return orjson.loads(row[0]) if row else None
 
     async def get_many(self, collection: str, ids: Sequence[str]) -> dict[str, Doc]:
@@ -185,8 +183,7 @@ class SqliteViewStore(ViewStore):
         table = f"v_{col.name}"
         doc_id = change.doc["id"] if isinstance(change, Put) else change.id
         plan: list[tuple[str, Sequence[Any]]] = [
-            (f"DELETE FROM {table}__{a} WHERE id = ?", (doc_id,))
-            for a in col.arrays
+            (f"DELETE FROM {table}__{a} WHERE id = ?", (doc_id,)) for a in col.arrays
         ]
         if isinstance(change, Delete):
             plan.append((f"DELETE FROM {table} WHERE id = ?", (doc_id,)))
@@ -196,8 +193,7 @@ class SqliteViewStore(ViewStore):
         values = [doc_id, orjson.dumps(doc), *(doc.get(f) for f in col.fields)]
         plan.append(
             (
-                f"INSERT OR REPLACE INTO {table} ({', '.join(names)}) "
-                f"VALUES ({', '.join('?' * len(names))})",
+                f"INSERT OR REPLACE INTO {table} ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})",
                 values,
             )
         )

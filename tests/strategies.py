@@ -32,8 +32,12 @@ def _issue_command(draw: st.DrawFn, issue_id: str) -> c.IssueCommand:
         return c.CommentOnIssue(issue_id, f"c{draw(st.integers(0, 10**6))}", "a comment")
     if kind == "dup":
         return c.MarkDuplicate(issue_id, draw(st.sampled_from(ISSUES)))
-    return {"upvote": c.UpvoteIssue, "unvote": c.WithdrawUpvote, "sub": c.SubscribeToIssue,
-            "unsub": c.UnsubscribeFromIssue}[kind](issue_id)
+    return {
+        "upvote": c.UpvoteIssue,
+        "unvote": c.WithdrawUpvote,
+        "sub": c.SubscribeToIssue,
+        "unsub": c.UnsubscribeFromIssue,
+    }[kind](issue_id)
 
 
 @st.composite
@@ -48,8 +52,13 @@ def histories(draw: st.DrawFn, max_steps: int = 40) -> list[Envelope]:
             log.append(env.at(Position(0, len(log) + 1)))
 
     for actor in ACTORS:
-        record("user", actor.user_id, 0, u.register(c.RegisterUser(f"{actor.user_id}@x.org", "pw", actor.user_id,
-                                                                   tuple(actor.roles)), "hash"), actor)
+        record(
+            "user",
+            actor.user_id,
+            0,
+            u.register(c.RegisterUser(f"{actor.user_id}@x.org", "pw", actor.user_id, tuple(actor.roles)), "hash"),
+            actor,
+        )
     for _ in range(draw(st.integers(1, max_steps))):
         now += timedelta(minutes=draw(st.integers(1, 60 * 24 * 10)))
         actor = draw(st.sampled_from(ACTORS))

@@ -30,8 +30,15 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
 
 
 def thing(i: int, colour: str = "red", tags: tuple[str, ...] = ()) -> dict:
-    return {"id": f"t{i:03d}", "colour": colour, "size": i % 5, "weight": i / 2, "made": f"2026-01-{i % 28 + 1:02d}",
-            "tags": list(tags), "nested": {"k": [i, {"deep": True}]}}
+    return {
+        "id": f"t{i:03d}",
+        "colour": colour,
+        "size": i % 5,
+        "weight": i / 2,
+        "made": f"2026-01-{i % 28 + 1:02d}",
+        "tags": list(tags),
+        "nested": {"k": [i, {"deep": True}]},
+    }
 
 
 async def fill(store: ViewStore, n: int) -> list[dict]:

@@ -38,8 +38,13 @@ class TestBadInput:
             {"title": "Hole here", "description": "d", "category": "pothole", "location": {"lat": 0, "lon": 181}},
             {"title": "Hole here", "description": "d", "category": "Pot Hole", "location": {"lat": 0, "lon": 0}},
             {"title": "Hole here", "description": " ", "category": "pothole", "location": {"lat": 0, "lon": 0}},
-            {"title": "Hole here", "description": "d", "category": "pothole", "location": {"lat": 0, "lon": 0},
-             "admin": True},
+            {
+                "title": "Hole here",
+                "description": "d",
+                "category": "pothole",
+                "location": {"lat": 0, "lon": 0},
+                "admin": True,
+            },
             {"title": "A" * 141, "description": "d", "category": "pothole", "location": {"lat": 0, "lon": 0}},
         ],
     )
@@ -52,31 +57,39 @@ class TestBadInput:
 
     async def test_a_body_that_is_not_json_is_422(self, client: httpx.AsyncClient) -> None:
         ada = await sign_up(client)
-        response = await client.post("/v1/issues", content=b"{not json", headers={**auth(ada),
-                                                                                   "content-type": "application/json"})
+        response = await client.post(
+            "/v1/issues", content=b"{not json", headers={**auth(ada), "content-type": "application/json"}
+        )
         assert_problem(response, 422, "validation-error")
 
     async def test_an_unknown_category_is_422_naming_the_known_ones(self, client: httpx.AsyncClient) -> None:
         ada = await sign_up(client)
-        response = await client.post("/v1/issues", headers=auth(ada), json={
-            "title": "Dragon", "description": "d", "category": "dragons", "location": {"lat": 0, "lon": 0}})
+        response = await client.post(
+            "/v1/issues",
+            headers=auth(ada),
+            json={"title": "Dragon", "description": "d", "category": "dragons", "location": {"lat": 0, "lon": 0}},
+        )
         body = assert_problem(response, 422, "invalid-command")
         assert "pothole" in body["detail"]
 
     async def test_weak_passwords_and_bad_emails_are_refused(self, client: httpx.AsyncClient) -> None:
-        for body in ({"email": "ada@example.org", "password": "short", "display_name": "Ada"},
-                     {"email": "ada@example.org", "password": "aaaaaaaaaaaa", "display_name": "Ada"},
-                     {"email": "not-an-email", "password": PASSWORD, "display_name": "Ada"}):
+        for body in (
+            {"email": "ada@example.org", "password": "short", "display_name": "Ada"},
+            {"email": "ada@example.org", "password": "aaaaaaaaaaaa", "display_name": "Ada"},
+            {"email": "not-an-email", "password": PASSWORD, "display_name": "Ada"},
+        ):
             assert_problem(await client.post("/v1/users", json=body), 422, "validation-error")
 
     async def test_bad_cursor_if_match_and_consistency_token_are_400(self, client: httpx.AsyncClient) -> None:
         ada = await sign_up(client)
         created = await report(client, ada)
         assert_problem(await client.get("/v1/issues?cursor=garbage!"), 400, "bad-cursor")
-        assert_problem(await client.get("/v1/issues", headers={"X-Consistency-Token": "zz"}), 400,
-                       "bad-consistency-token")
-        response = await client.patch(f"/v1/issues/{created['id']}", json={"title": "New title"},
-                                      headers={**auth(ada), "If-Match": "yesterday"})
+        assert_problem(
+            await client.get("/v1/issues", headers={"X-Consistency-Token": "zz"}), 400, "bad-consistency-token"
+        )
+        response = await client.patch(
+            f"/v1/issues/{created['id']}", json={"title": "New title"}, headers={**auth(ada), "If-Match": "yesterday"}
+        )
         assert_problem(response, 400, "bad-if-match")
 
     async def test_unknown_routes_and_issues_are_404_problems(self, client: httpx.AsyncClient) -> None:
@@ -98,8 +111,7 @@ class TestAuthentication:
         ada = await sign_up(client)
         wrong = await client.post("/v1/auth/token", data={"username": ada["email"], "password": "nope-nope-nope"})
         unknown = await client.post("/v1/auth/token", data={"username": "who@example.org", "password": PASSWORD})
-        assert assert_problem(wrong, 401, "invalid-credentials") == assert_problem(unknown, 401,
-                                                                                   "invalid-credentials")
+        assert assert_problem(wrong, 401, "invalid-credentials") == assert_problem(unknown, 401, "invalid-credentials")
 
     async def test_a_refresh_token_gives_a_new_pair_but_is_no_access_token(self, client: httpx.AsyncClient) -> None:
         ada = await sign_up(client)
@@ -114,8 +126,9 @@ class TestAuthentication:
 
     async def test_duplicate_emails_are_409_whatever_their_case(self, client: httpx.AsyncClient) -> None:
         await client.post("/v1/users", json={"email": "ada@example.org", "password": PASSWORD, "display_name": "A"})
-        again = await client.post("/v1/users", json={"email": " ADA@example.org", "password": PASSWORD,
-                                                     "display_name": "B"})
+        again = await client.post(
+            "/v1/users", json={"email": " ADA@example.org", "password": PASSWORD, "display_name": "B"}
+        )
         assert_problem(again, 409, "already-exists")
 
 
@@ -124,20 +137,28 @@ class TestAuthorization:
         ada, ben = await sign_up(client, "Ada"), await sign_up(client, "Ben")
         created = await report(client, ada)
         issue = created["id"]
-        assert_problem(await client.post(f"/v1/issues/{issue}/status", json={"status": "acknowledged"},
-                                         headers=auth(ben)), 403, "forbidden")
-        assert_problem(await client.post(f"/v1/issues/{issue}/assignment", json={"department": "parks"},
-                                         headers=auth(ada)), 403, "forbidden")
-        assert_problem(await client.patch(f"/v1/issues/{issue}", json={"title": "Mine now"}, headers=auth(ben)),
-                       403, "forbidden")
+        assert_problem(
+            await client.post(f"/v1/issues/{issue}/status", json={"status": "acknowledged"}, headers=auth(ben)),
+            403,
+            "forbidden",
+        )
+        assert_problem(
+            await client.post(f"/v1/issues/{issue}/assignment", json={"department": "parks"}, headers=auth(ada)),
+            403,
+            "forbidden",
+        )
+        assert_problem(
+            await client.patch(f"/v1/issues/{issue}", json={"title": "Mine now"}, headers=auth(ben)), 403, "forbidden"
+        )
         assert await history_of(client, issue, created["position"]) == ["IssueReported"]
 
     async def test_forbidden_transitions_are_409(self, app: FastAPI, client: httpx.AsyncClient) -> None:
         ada = await sign_up(client)
         staff = await make_user(app, client, "Sam", "staff")
         created = await report(client, ada)
-        response = await client.post(f"/v1/issues/{created['id']}/status", json={"status": "closed"},
-                                     headers=auth(staff))
+        response = await client.post(
+            f"/v1/issues/{created['id']}/status", json={"status": "closed"}, headers=auth(staff)
+        )
         assert_problem(response, 409, "invalid-transition")
 
 
@@ -146,11 +167,13 @@ class TestConcurrency:
         ada = await sign_up(client)
         created = await report(client, ada)
         issue = created["id"]
-        first = await client.patch(f"/v1/issues/{issue}", json={"title": "Version two"},
-                                   headers={**auth(ada), "If-Match": '"1"'})
+        first = await client.patch(
+            f"/v1/issues/{issue}", json={"title": "Version two"}, headers={**auth(ada), "If-Match": '"1"'}
+        )
         assert first.status_code == 200
-        stale = await client.patch(f"/v1/issues/{issue}", json={"title": "Lost update"},
-                                   headers={**auth(ada), "If-Match": '"1"'})
+        stale = await client.patch(
+            f"/v1/issues/{issue}", json={"title": "Lost update"}, headers={**auth(ada), "If-Match": '"1"'}
+        )
         body = assert_problem(stale, 409, "version-conflict")
         assert body["current_version"] == 2
         assert await history_of(client, issue, first.json()["position"]) == ["IssueReported", "IssueEdited"]
@@ -158,9 +181,16 @@ class TestConcurrency:
     async def test_of_concurrent_edits_at_one_version_exactly_one_wins(self, client: httpx.AsyncClient) -> None:
         ada = await sign_up(client)
         created = await report(client, ada)
-        responses = await asyncio.gather(*(
-            client.patch(f"/v1/issues/{created['id']}", json={"title": f"Edit number {n}"},
-                         headers={**auth(ada), "If-Match": "1"}) for n in range(10)))
+        responses = await asyncio.gather(
+            *(
+                client.patch(
+                    f"/v1/issues/{created['id']}",
+                    json={"title": f"Edit number {n}"},
+                    headers={**auth(ada), "If-Match": "1"},
+                )
+                for n in range(10)
+            )
+        )
         assert sorted(r.status_code for r in responses) == [200] + [409] * 9
 
     async def test_concurrent_upvotes_without_if_match_all_land_with_versions_in_sequence(
@@ -170,8 +200,9 @@ class TestConcurrency:
         ada = await sign_up(client)
         voters = [await sign_up(client, f"Voter{n}") for n in range(12)]
         created = await report(client, ada)
-        responses = await asyncio.gather(*(client.put(f"/v1/issues/{created['id']}/upvote", headers=auth(v))
-                                           for v in voters))
+        responses = await asyncio.gather(
+            *(client.put(f"/v1/issues/{created['id']}/upvote", headers=auth(v)) for v in voters)
+        )
         assert all(r.status_code == 200 for r in responses)
         assert sorted(r.json()["version"] for r in responses) == list(range(2, 14))
         last = max(responses, key=lambda r: r.json()["version"]).json()["position"]

@@ -27,8 +27,11 @@ class TestWalkthrough:
         assert [i["id"] for i in listed.json()["items"]] == [issue_id]
         assert listed.json()["next_cursor"] is None
 
-        ack = await client.post(f"/v1/issues/{issue_id}/status", json={"status": "acknowledged", "note": "Crew booked"},
-                                headers={**auth(staff), "If-Match": '"1"'})
+        ack = await client.post(
+            f"/v1/issues/{issue_id}/status",
+            json={"status": "acknowledged", "note": "Crew booked"},
+            headers={**auth(staff), "If-Match": '"1"'},
+        )
         assert ack.status_code == 200, ack.text
         assert ack.json()["version"] == 2
 
@@ -51,7 +54,10 @@ class TestWalkthrough:
 
         history = (await client.get(f"/v1/issues/{issue_id}/history")).json()["items"]
         assert [(h["version"], h["event_type"]) for h in history] == [
-            (1, "IssueReported"), (2, "IssueStatusChanged"), (3, "IssueUpvoted"), (4, "IssueCommented")
+            (1, "IssueReported"),
+            (2, "IssueStatusChanged"),
+            (3, "IssueUpvoted"),
+            (4, "IssueCommented"),
         ]
         assert history[1]["actor_id"] == staff["user_id"]
 
@@ -105,8 +111,9 @@ class TestPagination:
         staff = await make_user(app, client, "Sam", "staff")
         hole = await report(client, ada)
         light = await report(client, ada, category="streetlight", title="Lamp out")
-        done = await client.post(f"/v1/issues/{hole['id']}/status", json={"status": "acknowledged"},
-                                 headers=auth(staff))
+        done = await client.post(
+            f"/v1/issues/{hole['id']}/status", json={"status": "acknowledged"}, headers=auth(staff)
+        )
         token = fresh(done.json()["position"])
         by_status = (await client.get("/v1/issues?status=acknowledged", headers=token)).json()["items"]
         by_category = (await client.get("/v1/issues?category=streetlight", headers=token)).json()["items"]

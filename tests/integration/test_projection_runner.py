@@ -109,11 +109,24 @@ class TestPoisonEvents:
         await log.open()
 
         def event(aggregate: str, kind: str, payload: dict) -> Envelope:
-            return Envelope(event_type=kind, schema_version=1, aggregate_type="issue", aggregate_id=aggregate,
-                            aggregate_version=1, payload=payload)
+            return Envelope(
+                event_type=kind,
+                schema_version=1,
+                aggregate_type="issue",
+                aggregate_id=aggregate,
+                aggregate_version=1,
+                payload=payload,
+            )
 
-        good = {"reporter_id": "r", "title": "Hole", "description": "d", "category": "pothole",
-                "department": "roads", "lat": 1.0, "lon": 2.0}
+        good = {
+            "reporter_id": "r",
+            "title": "Hole",
+            "description": "d",
+            "category": "pothole",
+            "department": "roads",
+            "lat": 1.0,
+            "lon": 2.0,
+        }
         await log.append("a", 0, [event("a", "IssueReported", good)])
         await log.append("b", 0, [event("b", "IssueTeleported", {"x": 1})])
         await log.append("c", 0, [event("c", "IssueReported", {"title": 3})])

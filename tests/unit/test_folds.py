@@ -68,7 +68,9 @@ class TestFoldProperties:
             for name in ("issue_summary", "issue_detail"):
                 doc = views[(name, issue_id)]
                 assert (doc["status"], doc["version"], doc["upvotes"]) == (
-                    state.status, state.version, len(state.upvoters)
+                    state.status,
+                    state.version,
+                    len(state.upvoters),
                 )
                 assert doc["department"] == state.department
 
@@ -77,8 +79,11 @@ class TestFoldProperties:
     def test_the_history_view_holds_each_issue_event_once_in_order(self, log: list[Envelope]) -> None:
         views = project(log)
         for issue_id in ISSUES:
-            versions = sorted(d["version"] for (name, _), d in views.items()
-                              if name == "issue_history" and d["aggregate_id"] == issue_id)
+            versions = sorted(
+                d["version"]
+                for (name, _), d in views.items()
+                if name == "issue_history" and d["aggregate_id"] == issue_id
+            )
             assert versions == list(range(1, len(versions) + 1))
             assert len(versions) == sum(1 for e in log if e.aggregate_id == issue_id)
 

@@ -21,8 +21,17 @@ ADMINISTRATOR = Actor("admin-1", frozenset({CITIZEN, ADMIN}))
 
 
 def reported(**changes: object) -> i.Issue:
-    base = i.Issue(id="issue-1", version=1, reporter_id="reporter", status=i.REPORTED, title="Hole",
-                   description="Deep", category="pothole", department="roads", subscribers=frozenset({"reporter"}))
+    base = i.Issue(
+        id="issue-1",
+        version=1,
+        reporter_id="reporter",
+        status=i.REPORTED,
+        title="Hole",
+        description="Deep",
+        category="pothole",
+        department="roads",
+        subscribers=frozenset({"reporter"}),
+    )
     return replace(base, **changes)  # type: ignore[arg-type]
 
 
@@ -31,8 +40,16 @@ class TestReport:
         """A report becomes one IssueReported carrying who, where and which department handles it."""
         cmd = c.ReportIssue("issue-1", "Hole", "Deep", "pothole", 51.5, -0.1, "1 Main St")
         [event] = i.report(cmd, REPORTER, "roads")
-        assert event == e.IssueReported(reporter_id="reporter", title="Hole", description="Deep", category="pothole",
-                                        department="roads", lat=51.5, lon=-0.1, address="1 Main St")
+        assert event == e.IssueReported(
+            reporter_id="reporter",
+            title="Hole",
+            description="Deep",
+            category="pothole",
+            department="roads",
+            lat=51.5,
+            lon=-0.1,
+            address="1 Main St",
+        )
 
 
 class TestEdit:
@@ -151,11 +168,19 @@ class TestStaffOnlyCommands:
 class TestFold:
     def test_the_fold_tracks_status_resolution_time_and_voters(self) -> None:
         """evolve applies each event to the state the decisions read."""
-        state = i.evolve(i.Issue(id="x"), e.IssueReported(reporter_id="r", title="t", description="d",
-                                                           category="pothole", department="roads", lat=0, lon=0), NOW)
+        state = i.evolve(
+            i.Issue(id="x"),
+            e.IssueReported(
+                reporter_id="r", title="t", description="d", category="pothole", department="roads", lat=0, lon=0
+            ),
+            NOW,
+        )
         state = i.evolve(state, e.IssueStatusChanged(from_status="reported", to_status="acknowledged"), NOW)
         state = i.evolve(state, e.IssueStatusChanged(from_status="acknowledged", to_status="resolved"), NOW)
         state = i.evolve(state, e.IssueUpvoted(user_id="u"), NOW)
         assert (state.status, state.resolved_at, state.upvoters, state.subscribers) == (
-            i.RESOLVED, NOW, frozenset({"u"}), frozenset({"r"})
+            i.RESOLVED,
+            NOW,
+            frozenset({"u"}),
+            frozenset({"r"}),
         )

@@ -19,8 +19,9 @@ STAFFER = Actor("staff", frozenset({CITIZEN, STAFF}))
 class TestRegistration:
     def test_emails_are_normalised_and_everyone_is_a_citizen(self) -> None:
         [event] = u.register(c.RegisterUser("  Ada@Example.ORG ", "pw", " Ada ", ("staff",)), "hash")
-        assert event == e.UserRegistered(email="ada@example.org", display_name="Ada", password_hash="hash",
-                                         roles=("citizen", "staff"))
+        assert event == e.UserRegistered(
+            email="ada@example.org", display_name="Ada", password_hash="hash", roles=("citizen", "staff")
+        )
 
     def test_unknown_roles_are_refused(self) -> None:
         with pytest.raises(Invalid):

@@ -66,28 +66,35 @@ class ProjectionRunner:
         self.checkpoint = await self._store.checkpoint(self.name)
 
     async def run_once(self) -> int:
-        """Apply the next batch; returns how many events it covered."""
+        """Apply the next batch from the log; returns how many events it covered."""
         batch = await self._log.read(self.checkpoint, self._batch_size)
-        if not batch:
-            return 0
-        changes, checkpoint = await self._fold_batch(batch)
-        await self._store.commit(self.name, changes, checkpoint)
+        if batch:
+            await self.apply(batch)
+        return len(batch)
+
+    async def apply(self, batch: list[Envelope]) -> None:
+        """Fold a batch, commit views and the touched partitions' checkpoint in one write, then refresh caches.
+
+        Used by the log tailer above and by the Kafka consumer-group worker, which hands over
+        the batches of whatever partitions it was assigned.
+        """
+        changes, moved = await self._fold_batch(batch)
+        await self._store.commit(self.name, changes, moved)
         await self._after_commit(changes)
-        self.checkpoint = checkpoint
+        self.checkpoint = {**self.checkpoint, **moved}
         self.applied += len(batch)
         async with self._progress:
             self._progress.notify_all()
         log.debug("projection.batch", projector=self.name, events=len(batch), changes=len(changes))
-        return len(batch)
 
     async def _fold_batch(self, batch: list[Envelope]) -> tuple[list[Change], dict[int, int]]:
         working = await self._prefetch(batch)
         touched: dict[tuple[str, str], Doc | None] = {}
         dead: list[Change] = []
-        checkpoint = dict(self.checkpoint)
+        checkpoint: dict[int, int] = {}  # only the partitions this batch touched
         for env in batch:
             assert env.position is not None
-            checkpoint[env.position.partition] = env.position.offset
+            checkpoint[env.position.partition] = max(env.position.offset, checkpoint.get(env.position.partition, -1))
             with structlog.contextvars.bound_contextvars(correlation_id=env.correlation_id):
                 try:
                     event = decode(env)

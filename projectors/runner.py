@@ -39,7 +39,7 @@ class ProjectionRunner:
         self,
         name: str,
         projections: Sequence[Projection],
-        event_log: EventLog,
+        event_log: EventLog | None,
         store: ViewStore,
         *,
         cache: Cache | None = None,
@@ -67,10 +67,16 @@ class ProjectionRunner:
 
     async def run_once(self) -> int:
         """Apply the next batch from the log; returns how many events it covered."""
+        assert self._log is not None, "this runner is fed batches by a consumer group, not a log"
         batch = await self._log.read(self.checkpoint, self._batch_size)
         if batch:
             await self.apply(batch)
         return len(batch)
+
+    async def stored_checkpoint(self) -> dict[int, int]:
+        """The checkpoint as committed with the views (the truth after a crash or a rebalance)."""
+        self.checkpoint = await self._store.checkpoint(self.name)
+        return dict(self.checkpoint)
 
     async def apply(self, batch: list[Envelope]) -> None:
         """Fold a batch, commit views and the touched partitions' checkpoint in one write, then refresh caches.
@@ -108,7 +114,7 @@ class ProjectionRunner:
                         new = projection.fold(current, env, event)
                         if new is not current:
                             updates.append((slot, new))
-                except Exception as error:
+                except Exception as error:  # noqa: BLE001 - a poison event must not stop the projector
                     dead.append(self._dead_letter(env, error))
                     continue
                 for slot, new in updates:  # only once every fold of this event succeeded
@@ -185,10 +191,11 @@ class ProjectionRunner:
             try:
                 if await self.run_once():
                     continue
+                assert self._log is not None
                 await self._log.wait(self.checkpoint, self._idle_poll_s)
             except asyncio.CancelledError:
                 raise
-            except Exception as error:
+            except Exception as error:  # noqa: BLE001 - the store or log failed: retry the same batch
                 self.last_error = f"{type(error).__name__}: {error}"
                 log.warning("projector.retry", projector=self.name, reason=self.last_error)
                 await asyncio.sleep(1.0)

@@ -80,6 +80,33 @@ def query_api(host: HostOpt = None, port: PortOpt = None) -> None:
     _serve("query", host, port, 1)
 
 
+@app.command()
+def projectors() -> None:
+    """Run a projector worker: embedded, it tails the SQLite log; on Kafka, it joins the consumer group."""
+    settings = _settings()
+    if settings.embedded:
+        asyncio.run(_tail(settings))
+        return
+    from projectors.kafka_worker import run_worker
+
+    run_worker(settings)
+
+
+async def _tail(settings: Settings) -> None:
+    import signal
+
+    container = await bootstrap.build(settings, write=False, read=False, project=True)
+    assert container.runner is not None
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await container.runner.run_forever(stop)
+    finally:
+        await bootstrap.close(container)
+
+
 @users.command("create")
 def users_create(
     email: Annotated[str, typer.Option(help="the sign-in email")],

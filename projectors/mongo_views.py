@@ -40,7 +40,6 @@ from projectors.ports import (
     Cond,
     Delete,
     Doc,
-    Put,
     Query,
     ViewStore,
     ViewStoreError,
@@ -86,6 +85,7 @@ def _index_keys(col: Collection) -> list[list[tuple[str, int]]]:
 
 
 def _compare(op: str, value: Any) -> dict[str, Any]:
+    """One comparison under SQL's null rule, so this store and SQLite select the same documents."""
     if op == "in":
         return {"$in": [v for v in value if v is not None]}
     if value is None:
@@ -154,7 +154,8 @@ class MongoViewStore(ViewStore):
         with _translated(f"get_many from {collection}"):
             for start in range(0, len(unique), CHUNK):
                 async for doc in mongo.find({"_id": {"$in": unique[start : start + CHUNK]}}):
-                    found[doc["_id"]] = _plain(doc)
+                    doc_id = doc["_id"]
+                    found[doc_id] = _plain(doc)
         return found
 
     def _filter(self, col: Collection, where: Sequence[Cond]) -> dict[str, Any]:

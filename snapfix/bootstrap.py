@@ -58,13 +58,23 @@ async def open_view_store(settings: Settings) -> ViewStore:
         from projectors.sqlite_views import SqliteViewStore
 
         return SqliteViewStore(settings.view_store)
-    raise ValueError(f"unsupported SNAPFIX_VIEW_STORE {settings.view_store!r}; expected sqlite:///path")
+    if settings.view_store.startswith(("mongodb:", "mongodb+srv:")):
+        from projectors.mongo_views import MongoViewStore
+
+        return MongoViewStore(settings.view_store)
+    raise ValueError(
+        f"unsupported SNAPFIX_VIEW_STORE {settings.view_store!r}; expected sqlite:///path or mongodb://host:port/db"
+    )
 
 
 async def open_cache(settings: Settings) -> Cache:
     if settings.cache.startswith("memory:"):
         return MemoryCache(capacity=settings.cache_capacity)
-    raise ValueError(f"unsupported SNAPFIX_CACHE {settings.cache!r}; expected memory://")
+    if settings.cache.startswith(("redis:", "rediss:")):
+        from snapfix.redis_cache import RedisCache
+
+        return RedisCache(settings.cache)
+    raise ValueError(f"unsupported SNAPFIX_CACHE {settings.cache!r}; expected memory:// or redis://host:port/db")
 
 
 async def build(settings: Settings, *, write: bool = True, read: bool = True, project: bool = True) -> Container:

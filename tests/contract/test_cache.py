@@ -7,16 +7,38 @@ import uuid
 from collections.abc import AsyncIterator
 
 import pytest
+from redis.asyncio import Redis
 
 from snapfix.cache import Cache, MemoryCache, ViewCache
+from snapfix.redis_cache import RedisCache
+from tests.contract.backends import require_engine
+
+REDIS_URL = "redis://127.0.0.1:6379/0"
 
 
-@pytest.fixture(params=["memory"])
+@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.engines)])
 async def cache(request: pytest.FixtureRequest) -> AsyncIterator[Cache]:
-    if request.param == "memory":
-        adapter: Cache = MemoryCache(capacity=1000)
+    if request.param == "redis":
+        require_engine("redis")
+        prefix = f"test-{uuid.uuid4().hex}:"
+        adapter: Cache = RedisCache(REDIS_URL, prefix=prefix)
+        yield adapter
+        await adapter.close()
+        await forget_keys(prefix)
+        return
+    adapter = MemoryCache(capacity=1000)
     yield adapter
     await adapter.close()
+
+
+async def forget_keys(prefix: str) -> None:
+    """Remove what one test left behind (its counters never expire) without touching anyone else's keys."""
+    client = Redis.from_url(REDIS_URL)
+    try:
+        async for found in client.scan_iter(match=f"{prefix}*"):
+            await client.delete(found)
+    finally:
+        await client.aclose()
 
 
 def key() -> str:

@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
+from pymongo import AsyncMongoClient
 
+from projectors.mongo_views import MongoViewStore
 from projectors.ports import Collection, Cond, Delete, Put, Query, ViewStore, ViewStoreError
 from projectors.sqlite_views import SqliteViewStore
-from tests.contract.backends import sqlite_url
+from tests.contract.backends import require_engine, sqlite_url
+
+MONGO_URL = "mongodb://127.0.0.1:27017"
 
 THINGS = Collection(
     name="things",
@@ -20,13 +25,32 @@ THINGS = Collection(
 )
 
 
-@pytest.fixture(params=["sqlite"])
+@pytest.fixture(params=["sqlite", pytest.param("mongodb", marks=pytest.mark.engines)])
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[ViewStore]:
-    if request.param == "sqlite":
-        views = SqliteViewStore(sqlite_url(tmp_path, "views"))
+    if request.param == "mongodb":
+        require_engine("mongodb")
+        async with mongo_database() as url:
+            views: ViewStore = MongoViewStore(url)
+            await views.setup([THINGS])
+            yield views
+            await views.close()
+        return
+    views = SqliteViewStore(sqlite_url(tmp_path, "views"))
     await views.setup([THINGS])
     yield views
     await views.close()
+
+
+@asynccontextmanager
+async def mongo_database() -> AsyncIterator[str]:
+    """A fresh database for one test, dropped afterwards, so tests never see each other's documents."""
+    name = f"snapfix_test_{uuid.uuid4().hex[:12]}"
+    client: AsyncMongoClient[dict] = AsyncMongoClient(MONGO_URL, serverSelectionTimeoutMS=2000)
+    try:
+        yield f"{MONGO_URL}/{name}"
+    finally:
+        await client.drop_database(name)
+        await client.close()
 
 
 def thing(i: int, colour: str = "red", tags: tuple[str, ...] = ()) -> dict:

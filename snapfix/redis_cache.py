@@ -1,0 +1,81 @@
+"""RedisCache: the cache port on Redis, shared by every query-API and projector process.
+
+A versioned entry is a hash ``{v: version, d: bytes}`` with a time to live. A Lua
+script compares and writes it in one step on the server, so a reader filling a
+miss can never overwrite a newer copy that a projector wrote in the meantime (a
+GET then SET from Python could). Counters are plain INCR keys without expiry.
+
+Timeouts are short and a failed command is retried once, at once (that covers a
+pooled connection that Redis closed): a cache that does not answer quickly is a
+miss, not an outage.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import cast
+
+from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+
+from snapfix.cache import Cache, CacheError
+
+PUT_VERSIONED = """
+local stored = redis.call('HGET', KEYS[1], 'v')
+if stored and tonumber(stored) >= tonumber(ARGV[1]) then
+  return 0
+end
+redis.call('HSET', KEYS[1], 'v', ARGV[1], 'd', ARGV[2])
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+return 1
+"""
+
+
+@contextmanager
+def _translated(action: str) -> Iterator[None]:
+    """Redis errors become CacheError, which callers read as a miss."""
+    try:
+        yield
+    except RedisError as e:
+        raise CacheError(f"{action}: {e}") from e
+
+
+class RedisCache(Cache):
+    def __init__(self, url: str, *, prefix: str = "", timeout_s: float = 0.5) -> None:
+        """Nothing connects yet. ``prefix`` namespaces every key, so deployments or tests can share one Redis."""
+        self._redis = Redis.from_url(
+            url,
+            socket_timeout=timeout_s,
+            socket_connect_timeout=timeout_s,
+            retry=Retry(NoBackoff(), 1),
+        )
+        self._prefix = prefix
+        self._put = self._redis.register_script(PUT_VERSIONED)
+
+    async def get(self, key: str) -> bytes | None:
+        with _translated("get"):
+            value = await self._redis.hget(self._prefix + key, "d")
+        return cast(bytes | None, value)  # replies stay bytes: the client is built without decode_responses
+
+    async def put_versioned(self, key: str, version: int, value: bytes, ttl_s: int) -> bool:
+        with _translated("put_versioned"):
+            stored = await self._put(keys=[self._prefix + key], args=[version, value, ttl_s])
+        return bool(stored)
+
+    async def incr(self, key: str) -> int:
+        with _translated("incr"):
+            return int(await self._redis.incr(self._prefix + key))
+
+    async def delete(self, key: str) -> None:
+        with _translated("delete"):
+            await self._redis.delete(self._prefix + key)
+
+    async def ping(self) -> None:
+        with _translated("ping"):
+            await self._redis.ping()
+
+    async def close(self) -> None:
+        await self._redis.aclose()

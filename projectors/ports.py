@@ -73,6 +73,46 @@ class Delete:
 
 Change = Put | Delete
 
+GENERATION_MARK = "@"
+
+
+def at_generation(collection: str, generation: int) -> str:
+    """The name that addresses one generation of a collection directly, bypassing its alias (``name@3``)."""
+    return f"{collection}{GENERATION_MARK}{generation}"
+
+
+def split_generation(name: str) -> tuple[str, int | None]:
+    """``("name", 3)`` for ``name@3``; ``("name", None)`` for a plain name, which follows the alias."""
+    base, mark, generation = name.partition(GENERATION_MARK)
+    if not mark:
+        return name, None
+    if not generation.isdigit():
+        raise ViewStoreError(f"not a generation: {name!r}")
+    return base, int(generation)
+
+
+@dataclass(frozen=True, slots=True)
+class Generations:
+    """A collection's alias record: the generation readers follow, one being built, one awaiting its drop.
+
+    A collection that was never rebuilt is at generation 0. ``swapped_at`` (ISO UTC) is when
+    ``retired`` stopped being live: it may be dropped once readers have had a grace period.
+    """
+
+    live: int = 0
+    building: int | None = None
+    retired: int | None = None
+    swapped_at: str | None = None
+
+
+def builder_name(collection: str, generation: int) -> str:
+    """The checkpoint name of the runner that builds one generation of a collection."""
+    return f"rebuild:{at_generation(collection, generation)}"
+
+
+class GenerationsUnsupported(ViewStoreError):
+    """This adapter cannot build generations yet: rebuild in place with ``drop`` instead."""
+
 
 class ViewStore(abc.ABC):
     """Where projections keep their views and their checkpoints."""
@@ -108,6 +148,34 @@ class ViewStore(abc.ABC):
     @abc.abstractmethod
     async def drop(self, collections: Sequence[str], projector: str) -> None:
         """Remove the collections' documents and the projector's checkpoint (for a full rebuild)."""
+
+    # --- generations: zero-downtime rebuilds --------------------------------------
+    # A plain collection name follows the collection's alias to its live generation, on
+    # every read and every commit (never from a long-lived cache: the live projector's
+    # next batch must read what the swap made live). ``name@g`` addresses generation g.
+
+    async def generations(self, collection: str) -> Generations:  # noqa: ARG002 - a default for adapters without generations
+        """The collection's alias record (generation 0, nothing building, when never rebuilt)."""
+        return Generations()
+
+    async def begin_generation(self, collection: Collection) -> int:  # noqa: ARG002 - a default for adapters without generations
+        """Create an empty shadow generation and record it as building; resumes the one already building."""
+        raise GenerationsUnsupported(f"{type(self).__name__} has no generations")
+
+    async def swap(self, collection: str, generation: int, leader: str) -> bool:  # noqa: ARG002 - a default for adapters without generations
+        """Make the building ``generation`` live, atomically, unless ``leader``'s checkpoint is ahead of its builder's.
+
+        The builder is the checkpoint ``builder_name(collection, generation)``; the leader is
+        the live projector that keeps writing the collection (through the alias) afterwards.
+
+        True when swapped; the previous live generation becomes ``retired``. False (and
+        nothing changed) when the builder must catch up first.
+        """
+        raise GenerationsUnsupported(f"{type(self).__name__} has no generations")
+
+    async def drop_generation(self, collection: str, generation: int) -> None:  # noqa: ARG002 - a default for adapters without generations
+        """Remove a generation that is not live (retired or abandoned) with its builder's checkpoint."""
+        raise GenerationsUnsupported(f"{type(self).__name__} has no generations")
 
     async def ping(self) -> None:  # noqa: B027 - embedded stores are always there
         """Raise ViewStoreUnavailable if the store cannot answer."""

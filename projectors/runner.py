@@ -2,6 +2,15 @@
 
 A failing event (undecodable, or a fold that raises) becomes a dead-letter record
 in the same commit and the worker goes on; it never skips an event silently.
+
+The rule of replays: a runner applies only projections, pure folds ``(view, event) ->
+view``, so running one again over old events repeats no side effect. Process managers
+(emails, photo thumbnails, anything that acts on the world) never run inside a
+ProjectionRunner: they consume the log live with their own checkpoint, and record what
+they did as events before or instead of doing it twice. A rebuild
+(``ProjectionRunner.rebuilder``) is a runner with ``rebuilding`` set that writes one
+shadow generation, with no cache write-through; it refuses anything that is not a
+``Projection``. Code that must tell a rebuild from live traffic reads ``rebuilding``.
 """
 
 from __future__ import annotations
@@ -17,9 +26,9 @@ from events.codec import envelope_to_dict
 from events.envelope import Envelope
 from events.ports import EventLog
 from events.upcasting import decode
-from projectors.ports import Change, Collection, Doc, Put, ViewStore
+from projectors.ports import Change, Collection, Doc, Put, ViewStore, at_generation, builder_name
 from projectors.projection import Projection, iso
-from snapfix.cache import Cache, ViewCache
+from snapfix.cache import Cache, CacheError, ViewCache
 
 log = structlog.get_logger(__name__)
 
@@ -46,9 +55,18 @@ class ProjectionRunner:
         view_cache: ViewCache | None = None,
         batch_size: int = 500,
         idle_poll_s: float = 0.2,
+        generations: dict[str, int] | None = None,
     ) -> None:
+        if any(not isinstance(p, Projection) for p in projections):
+            raise TypeError("a ProjectionRunner runs pure projections only; process managers run on their own")
         self.name = name
         self._projections = tuple(projections)
+        # logical collection -> the name the store is addressed with (``name@g`` while rebuilding)
+        self._target = {
+            p.name: at_generation(p.name, generations[p.name]) if p.name in (generations or {}) else p.name
+            for p in self._projections
+        }
+        self.rebuilding = bool(generations)
         self._log = event_log
         self._store = store
         self._cache = cache
@@ -61,8 +79,26 @@ class ProjectionRunner:
         self.last_error: str | None = None
         self._progress = asyncio.Condition()
 
+    @classmethod
+    def rebuilder(
+        cls, projection: Projection, generation: int, event_log: EventLog, store: ViewStore, *, batch_size: int = 2000
+    ) -> ProjectionRunner:
+        """A runner that builds one generation of one view from the start of the log, with no side effects."""
+        return cls(
+            builder_name(projection.name, generation),
+            [projection],
+            event_log,
+            store,
+            batch_size=batch_size,
+            generations={projection.name: generation},
+        )
+
     async def setup(self) -> None:
-        await self._store.setup([p.collection for p in self._projections] + [DEAD_LETTERS])
+        collections = [
+            Collection(self._target[p.name], p.collection.fields, p.collection.arrays, p.collection.indexes)
+            for p in self._projections
+        ]
+        await self._store.setup([*collections, DEAD_LETTERS])
         self.checkpoint = await self._store.checkpoint(self.name)
 
     async def run_once(self) -> int:
@@ -127,7 +163,7 @@ class ProjectionRunner:
                     position=env.position.token(),
                     views=len(updates),
                 )
-        changes: list[Change] = [Put(col, doc) for (col, _), doc in touched.items() if doc is not None]
+        changes: list[Change] = [Put(self._target[col], doc) for (col, _), doc in touched.items() if doc is not None]
         return changes + dead, checkpoint
 
     async def _prefetch(self, batch: list[Envelope]) -> dict[tuple[str, str], Doc | None]:
@@ -139,7 +175,7 @@ class ProjectionRunner:
                     wanted.setdefault(projection.name, set()).add(doc_id)
         working: dict[tuple[str, str], Doc | None] = {}
         for collection, ids in wanted.items():
-            found = await self._store.get_many(collection, sorted(ids))
+            found = await self._store.get_many(self._target[collection], sorted(ids))
             for doc_id in ids:
                 working[(collection, doc_id)] = found.get(doc_id)
         return working
@@ -171,12 +207,17 @@ class ProjectionRunner:
         )
 
     async def _after_commit(self, changes: list[Change]) -> None:
+        if self.rebuilding:  # a shadow generation is nobody's cache yet
+            return
         if self._view_cache is not None:
             for change in changes:
                 if isinstance(change, Put) and change.collection in CACHED_COLLECTIONS:
                     await self._view_cache.written(change.collection, change.doc)
         if self._cache is not None and any(isinstance(c, Put) and c.collection == "issue_summary" for c in changes):
-            await self._cache.incr(BROWSE_GENERATION)
+            try:
+                await self._cache.incr(BROWSE_GENERATION)
+            except CacheError as error:  # a cache that is down serves nothing stale; the views are what count
+                log.warning("projection.cache_unavailable", projector=self.name, reason=str(error))
 
     async def catch_up(self) -> int:
         """Apply everything the log holds now; returns the number of events."""

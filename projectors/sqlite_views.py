@@ -3,6 +3,11 @@
 Each collection ``c`` is a table ``v_c(id, doc, <fields>)``; each array field ``a``
 is a table ``v_c__a(id, value)`` indexed on ``(value, id)``. A commit is one
 transaction holding the view changes and the projector's checkpoint.
+
+Generations: generation 0 of ``c`` is ``v_c``, generation ``g`` is ``v_c__g<g>``. The
+``aliases`` table says which one is live; every read and every commit looks it up (a
+primary-key read, microseconds), inside the commit's transaction for writes, so a swap
+(one transaction that also compares checkpoints) is atomic for the live projector.
 """
 
 from __future__ import annotations
@@ -14,7 +19,20 @@ from typing import Any
 
 import orjson
 
-from projectors.ports import Change, Collection, Cond, Delete, Doc, Put, Query, ViewStore, ViewStoreError
+from projectors.ports import (
+    Change,
+    Collection,
+    Cond,
+    Delete,
+    Doc,
+    Generations,
+    Put,
+    Query,
+    ViewStore,
+    ViewStoreError,
+    builder_name,
+    split_generation,
+)
 from snapfix.sqlite import SqliteConnection, sqlite_path, transaction
 
 NAME = re.compile(r"^[a-z][a-z0-9_]*$")
@@ -22,10 +40,39 @@ SQL_TYPES = {"text": "TEXT", "real": "REAL", "int": "INTEGER"}
 OPS = {"eq": "=", "ne": "!=", "gt": ">", "gte": ">=", "lt": "<", "lte": "<="}
 
 
+BOOKKEEPING = (
+    "CREATE TABLE IF NOT EXISTS checkpoints (projector TEXT, partition INTEGER, "
+    "offset INTEGER NOT NULL, PRIMARY KEY (projector, partition))",
+    "CREATE TABLE IF NOT EXISTS aliases (collection TEXT PRIMARY KEY, live INTEGER NOT NULL, "
+    "building INTEGER, retired INTEGER, swapped_at TEXT)",
+)
+
+
 def _ident(name: str) -> str:
     if not NAME.match(name):
         raise ValueError(f"not a safe identifier: {name!r}")
     return name
+
+
+def _prefix(collection: str, generation: int) -> str:
+    """The stem of a generation's table and index names (generation 0 keeps the original names)."""
+    return _ident(collection) if generation == 0 else f"{_ident(collection)}__g{generation}"
+
+
+def _aliases(conn: sqlite3.Connection, collection: str) -> Generations:
+    row = conn.execute(
+        "SELECT live, building, retired, swapped_at FROM aliases WHERE collection = ?", (collection,)
+    ).fetchone()
+    return Generations(*row) if row else Generations()
+
+
+def _ahead(leader: Mapping[int, int], builder: Mapping[int, int]) -> bool:
+    return any(offset > builder.get(partition, 0) for partition, offset in leader.items())
+
+
+def _checkpoint(conn: sqlite3.Connection, projector: str) -> dict[int, int]:
+    rows = conn.execute("SELECT partition, offset FROM checkpoints WHERE projector = ?", (projector,)).fetchall()
+    return dict(rows)
 
 
 class SqliteViewStore(ViewStore):
@@ -36,29 +83,21 @@ class SqliteViewStore(ViewStore):
         self._collections: dict[str, Collection] = {}
 
     async def setup(self, collections: Sequence[Collection]) -> None:
+        declared = []
         for col in collections:
-            self._collections[col.name] = col
-        statements = [
-            "CREATE TABLE IF NOT EXISTS checkpoints (projector TEXT, partition INTEGER, "
-            "offset INTEGER NOT NULL, PRIMARY KEY (projector, partition))"
-        ]
-        for col in collections:
-            table = f"v_{_ident(col.name)}"
-            columns = "".join(f", {_ident(f)} {SQL_TYPES[t]}" for f, t in col.fields.items())
-            statements.append(f"CREATE TABLE IF NOT EXISTS {table} (id TEXT PRIMARY KEY, doc BLOB NOT NULL{columns})")
-            for index in col.indexes:
-                parts = [f"{_ident(f.lstrip('-'))}{' DESC' if f.startswith('-') else ''}" for f in index]
-                name = f"ix_{col.name}__{'_'.join(f.lstrip('-') for f in index)}"
-                statements.append(f"CREATE INDEX IF NOT EXISTS {name} ON {table} ({', '.join(parts)})")
-            for array in col.arrays:
-                side = f"{table}__{_ident(array)}"
-                statements.append(
-                    f"CREATE TABLE IF NOT EXISTS {side} (id TEXT NOT NULL, value TEXT NOT NULL, "
-                    "PRIMARY KEY (value, id)) WITHOUT ROWID"
-                )
-                statements.append(f"CREATE INDEX IF NOT EXISTS ix_{col.name}__{array}__id ON {side} (id)")
-        script = ";\n".join(statements) + ";"
-        await self._writer.run(lambda c: c.executescript(script))
+            base, generation = split_generation(col.name)
+            self._collections[base] = Collection(base, col.fields, col.arrays, col.indexes)
+            declared.append((self._collections[base], generation))
+
+        def body(conn: sqlite3.Connection) -> None:
+            for statement in BOOKKEEPING:
+                conn.execute(statement)
+            for col, generation in declared:
+                live = _aliases(conn, col.name).live if generation is None else generation
+                for statement in _create(col, _prefix(col.name, live)):
+                    conn.execute(statement)
+
+        await self._writer.run(lambda c: transaction(c, body))
 
     def _col(self, name: str) -> Collection:
         try:
@@ -66,18 +105,34 @@ class SqliteViewStore(ViewStore):
         except KeyError:
             raise ViewStoreError(f"collection {name!r} was not set up") from None
 
+    def _target(self, name: str) -> tuple[Collection, int | None]:
+        base, generation = split_generation(name)
+        return self._col(base), generation
+
+    @staticmethod
+    def _table(conn: sqlite3.Connection, col: Collection, generation: int | None) -> str:
+        """The table of a generation; a plain name follows the alias (read on this connection)."""
+        live = _aliases(conn, col.name).live if generation is None else generation
+        return f"v_{_prefix(col.name, live)}"
+
     async def get(self, collection: str, id: str) -> Doc | None:
-        table = f"v_{_ident(self._col(collection).name)}"
-        row = await self._reader.run(lambda c: c.execute(f"SELECT doc FROM {table} WHERE id = ?", (id,)).fetchone())
+        col, generation = self._target(collection)
+
+        def query(conn: sqlite3.Connection) -> Any:
+            table = self._table(conn, col, generation)
+            return conn.execute(f"SELECT doc FROM {table} WHERE id = ?", (id,)).fetchone()
+
+        row = await self._reader.run(query)
         return orjson.loads(row[0]) if row else None
 
     async def get_many(self, collection: str, ids: Sequence[str]) -> dict[str, Doc]:
         if not ids:
             return {}
-        table = f"v_{_ident(self._col(collection).name)}"
+        col, generation = self._target(collection)
         unique = list(dict.fromkeys(ids))
 
         def query(conn: sqlite3.Connection) -> list[tuple[str, bytes]]:
+            table = self._table(conn, col, generation)
             out: list[tuple[str, bytes]] = []
             for start in range(0, len(unique), 500):
                 chunk = unique[start : start + 500]
@@ -87,10 +142,9 @@ class SqliteViewStore(ViewStore):
 
         return {id_: orjson.loads(doc) for id_, doc in await self._reader.run(query)}
 
-    def _where(self, col: Collection, where: tuple[Cond, ...]) -> tuple[list[str], list[Any]]:
+    def _where(self, col: Collection, table: str, where: tuple[Cond, ...]) -> tuple[list[str], list[Any]]:
         clauses: list[str] = []
         params: list[Any] = []
-        table = f"v_{col.name}"
         for cond in where:
             if cond.op in ("contains", "prefix"):
                 if cond.field not in col.arrays:
@@ -122,19 +176,24 @@ class SqliteViewStore(ViewStore):
         return _ident(field)
 
     async def find(self, query: Query) -> list[Doc]:
-        col = self._col(query.collection)
-        clauses, params = self._where(col, query.where)
-        if query.after is not None:
-            keyset, keyset_params = self._keyset(col, query)
-            clauses.append(keyset)
-            params += keyset_params
+        col, generation = self._target(query.collection)
         order = ", ".join(f"{self._column(col, f)} {'DESC' if desc else 'ASC'}" for f, desc in query.order_by)
-        sql = f"SELECT doc FROM v_{col.name}"
-        if clauses:
-            sql += " WHERE " + " AND ".join(clauses)
-        sql += f" ORDER BY {order} LIMIT ?"
-        params.append(query.limit)
-        rows = await self._reader.run(lambda c: c.execute(sql, params).fetchall())
+        keyset: tuple[str, list[Any]] | None = self._keyset(col, query) if query.after is not None else None
+
+        def run(conn: sqlite3.Connection) -> list[Any]:
+            table = self._table(conn, col, generation)
+            clauses, params = self._where(col, table, query.where)
+            if keyset is not None:
+                clauses.append(keyset[0])
+                params += keyset[1]
+            sql = f"SELECT doc FROM {table}"
+            if clauses:
+                sql += " WHERE " + " AND ".join(clauses)
+            sql += f" ORDER BY {order} LIMIT ?"
+            params.append(query.limit)
+            return conn.execute(sql, params).fetchall()
+
+        rows = await self._reader.run(run)
         return [orjson.loads(r[0]) for r in rows]
 
     def _keyset(self, col: Collection, query: Query) -> tuple[str, list[Any]]:
@@ -152,20 +211,28 @@ class SqliteViewStore(ViewStore):
         return "(" + " OR ".join(ors) + ")", params
 
     async def count(self, collection: str, where: tuple[Cond, ...] = ()) -> int:
-        col = self._col(collection)
-        clauses, params = self._where(col, where)
-        sql = f"SELECT COUNT(*) FROM v_{col.name}"
-        if clauses:
-            sql += " WHERE " + " AND ".join(clauses)
-        row = await self._reader.run(lambda c: c.execute(sql, params).fetchone())
+        col, generation = self._target(collection)
+
+        def run(conn: sqlite3.Connection) -> Any:
+            table = self._table(conn, col, generation)
+            clauses, params = self._where(col, table, where)
+            sql = f"SELECT COUNT(*) FROM {table}"
+            if clauses:
+                sql += " WHERE " + " AND ".join(clauses)
+            return conn.execute(sql, params).fetchone()
+
+        row = await self._reader.run(run)
         return int(row[0])
 
     async def commit(self, projector: str, changes: Sequence[Change], checkpoint: Mapping[int, int]) -> None:
-        plans = [self._plan(change) for change in changes]
+        targets = {change.collection: self._target(change.collection) for change in changes}
 
         def body(conn: sqlite3.Connection) -> None:
-            for statements in plans:
-                for sql, params in statements:
+            # Resolved inside the transaction: a swap can never fall between the lookup and the writes.
+            tables = {name: (col, self._table(conn, col, gen)) for name, (col, gen) in targets.items()}
+            for change in changes:
+                col, table = tables[change.collection]
+                for sql, params in self._plan(col, table, change):
                     conn.execute(sql, params)
             conn.executemany(
                 "INSERT INTO checkpoints (projector, partition, offset) VALUES (?, ?, ?) "
@@ -178,9 +245,8 @@ class SqliteViewStore(ViewStore):
         except sqlite3.Error as e:
             raise ViewStoreError(f"commit of {projector} failed: {e}") from e
 
-    def _plan(self, change: Change) -> list[tuple[str, Sequence[Any]]]:
-        col = self._col(change.collection)
-        table = f"v_{col.name}"
+    @staticmethod
+    def _plan(col: Collection, table: str, change: Change) -> list[tuple[str, Sequence[Any]]]:
         doc_id = change.doc["id"] if isinstance(change, Put) else change.id
         plan: list[tuple[str, Sequence[Any]]] = [
             (f"DELETE FROM {table}__{a} WHERE id = ?", (doc_id,)) for a in col.arrays
@@ -208,28 +274,117 @@ class SqliteViewStore(ViewStore):
         return plan
 
     async def checkpoint(self, projector: str) -> dict[int, int]:
-        def query(conn: sqlite3.Connection) -> list[tuple[int, int]]:
+        def query(conn: sqlite3.Connection) -> dict[int, int]:
             try:
-                return conn.execute(
-                    "SELECT partition, offset FROM checkpoints WHERE projector = ?", (projector,)
-                ).fetchall()
+                return _checkpoint(conn, projector)
             except sqlite3.OperationalError:  # not set up yet: nothing applied
-                return []
+                return {}
 
-        return dict(await self._reader.run(query))
+        return await self._reader.run(query)
 
     async def drop(self, collections: Sequence[str], projector: str) -> None:
-        cols = [self._col(name) for name in collections]
+        targets = [self._target(name) for name in collections]
 
         def body(conn: sqlite3.Connection) -> None:
-            for col in cols:
-                conn.execute(f"DELETE FROM v_{col.name}")
+            for col, generation in targets:
+                table = self._table(conn, col, generation)
+                conn.execute(f"DELETE FROM {table}")
                 for array in col.arrays:
-                    conn.execute(f"DELETE FROM v_{col.name}__{array}")
+                    conn.execute(f"DELETE FROM {table}__{array}")
             conn.execute("DELETE FROM checkpoints WHERE projector = ?", (projector,))
+
+        await self._writer.run(lambda c: transaction(c, body))
+
+    # --- generations --------------------------------------------------------------
+
+    async def generations(self, collection: str) -> Generations:
+        def query(conn: sqlite3.Connection) -> Generations:
+            try:
+                return _aliases(conn, collection)
+            except sqlite3.OperationalError:  # not set up yet
+                return Generations()
+
+        return await self._reader.run(query)
+
+    async def begin_generation(self, collection: Collection) -> int:
+        self._collections.setdefault(collection.name, collection)
+        col = self._col(collection.name)
+
+        def body(conn: sqlite3.Connection) -> int:
+            for statement in BOOKKEEPING:
+                conn.execute(statement)
+            current = _aliases(conn, col.name)
+            generation = current.building
+            if generation is None:
+                generation = max(current.live, current.retired or 0) + 1
+                conn.execute(
+                    "INSERT INTO aliases (collection, live, building) VALUES (?, ?, ?) "
+                    "ON CONFLICT (collection) DO UPDATE SET building = excluded.building",
+                    (col.name, current.live, generation),
+                )
+            for statement in _create(col, _prefix(col.name, generation)):
+                conn.execute(statement)
+            return generation
+
+        return await self._writer.run(lambda c: transaction(c, body))
+
+    async def swap(self, collection: str, generation: int, leader: str) -> bool:
+        col = self._col(collection)
+
+        def body(conn: sqlite3.Connection) -> bool:
+            current = _aliases(conn, col.name)
+            if current.building != generation:
+                raise ViewStoreError(f"generation {generation} of {col.name} is not being built")
+            if _ahead(_checkpoint(conn, leader), _checkpoint(conn, builder_name(col.name, generation))):
+                return False
+            conn.execute(
+                "UPDATE aliases SET live = ?, building = NULL, retired = ?, "
+                "swapped_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') WHERE collection = ?",
+                (generation, current.live, col.name),
+            )
+            return True
+
+        return await self._writer.run(lambda c: transaction(c, body))
+
+    async def drop_generation(self, collection: str, generation: int) -> None:
+        col = self._col(collection)
+
+        def body(conn: sqlite3.Connection) -> None:
+            current = _aliases(conn, col.name)
+            if generation == current.live:
+                raise ViewStoreError(f"generation {generation} of {col.name} is live")
+            table = f"v_{_prefix(col.name, generation)}"
+            for array in col.arrays:
+                conn.execute(f"DROP TABLE IF EXISTS {table}__{array}")
+            conn.execute(f"DROP TABLE IF EXISTS {table}")
+            conn.execute("DELETE FROM checkpoints WHERE projector = ?", (builder_name(col.name, generation),))
+            conn.execute(
+                "UPDATE aliases SET retired = CASE WHEN retired = ? THEN NULL ELSE retired END, "
+                "building = CASE WHEN building = ? THEN NULL ELSE building END WHERE collection = ?",
+                (generation, generation, col.name),
+            )
 
         await self._writer.run(lambda c: transaction(c, body))
 
     async def close(self) -> None:
         await self._writer.close()
         await self._reader.close()
+
+
+def _create(col: Collection, prefix: str) -> list[str]:
+    """The statements that create one generation's tables and indexes, if missing."""
+    table = f"v_{prefix}"
+    columns = "".join(f", {_ident(f)} {SQL_TYPES[t]}" for f, t in col.fields.items())
+    statements = [f"CREATE TABLE IF NOT EXISTS {table} (id TEXT PRIMARY KEY, doc BLOB NOT NULL{columns})"]
+    for index in col.indexes:
+        parts = [f"{_ident(f.lstrip('-'))}{' DESC' if f.startswith('-') else ''}" for f in index]
+        name = f"ix_{prefix}__{'_'.join(f.lstrip('-') for f in index)}"
+        statements.append(f"CREATE INDEX IF NOT EXISTS {name} ON {table} ({', '.join(parts)})")
+    for array in col.arrays:
+        side = f"{table}__{_ident(array)}"
+        statements.append(
+            f"CREATE TABLE IF NOT EXISTS {side} (id TEXT NOT NULL, value TEXT NOT NULL, "
+            "PRIMARY KEY (value, id)) WITHOUT ROWID"
+        )
+        statements.append(f"CREATE INDEX IF NOT EXISTS ix_{prefix}__{array}__id ON {side} (id)")
+    return statements

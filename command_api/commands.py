@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +42,7 @@ class ReportIssue:
     lat: float
     lon: float
     address: str | None = None
+    attributes: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,11 +100,90 @@ class MarkDuplicate:
 
 
 @dataclass(frozen=True, slots=True)
+class ModerateIssue:
+    """Staff hide (``hidden=True``) or unhide an issue, always saying why."""
+
+    issue_id: str
+    hidden: bool
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class ModerateComment:
+    issue_id: str
+    comment_id: str
+    hidden: bool
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class AddPhoto:
+    """Record a photo already sanitised and stored under ``blob_key``."""
+
+    issue_id: str
+    photo_id: str
+    blob_key: str
+    content_type: str
+    width: int
+    height: int
+    size_bytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class RecordThumbnail:
+    issue_id: str
+    photo_id: str
+    blob_key: str
+    width: int
+    height: int
+
+
+@dataclass(frozen=True, slots=True)
 class DefineCategory:
     code: str
     name: str
     description: str
     department: str
+    attributes: tuple[CategoryAttributeSpec, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class CategoryAttributeSpec:
+    code: str
+    datatype: str
+    description: str = ""
+    required: bool = False
+    values: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class RetireCategory:
+    code: str
+
+
+@dataclass(frozen=True, slots=True)
+class StartSession:
+    """Sign-in succeeded: open a refresh-token family whose first token is ``token_id``."""
+
+    session_id: str
+    user_id: str
+    token_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class RotateRefreshToken:
+    """Trade the presented refresh token (``presented_token_id``) for ``new_token_id``."""
+
+    session_id: str
+    user_id: str
+    presented_token_id: str
+    new_token_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class EndSession:
+    session_id: str
+    user_id: str
 
 
 IssueCommand = (
@@ -114,4 +196,8 @@ IssueCommand = (
     | SubscribeToIssue
     | UnsubscribeFromIssue
     | MarkDuplicate
+    | ModerateIssue
+    | ModerateComment
+    | AddPhoto
+    | RecordThumbnail
 )

@@ -8,7 +8,7 @@ import random
 import uuid
 import weakref
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -16,16 +16,20 @@ import orjson
 import structlog
 
 from command_api import commands as c
+from command_api import images
 from command_api.aggregates import Evolve, Loaded, envelopes, load
 from command_api.domain import catalogue as catalogue_domain
 from command_api.domain import issue as issue_domain
+from command_api.domain import session as session_domain
 from command_api.domain import user as user_domain
 from command_api.domain.actor import Actor
 from command_api.domain.errors import AlreadyExists, Invalid, NotFound
 from command_api.security import Passwords
+from events import types as e
 from events.envelope import Metadata, Position
 from events.ports import Claim, ClaimTaken, ConcurrencyConflict, EventStore
 from events.types import DomainEvent
+from snapfix.blobs import BlobStore
 
 log = structlog.get_logger(__name__)
 S = TypeVar("S")
@@ -69,14 +73,30 @@ class IdempotencyMismatch(Exception):
 Clock = Callable[[], datetime]
 
 
+@dataclass(frozen=True, slots=True)
+class PhotoLimits:
+    max_bytes: int = 10 * 1024 * 1024
+    max_pixels: int = 40_000_000
+
+
 class CommandHandlers:
     """Every command of the write API, against one EventStore."""
 
-    def __init__(self, store: EventStore, passwords: Passwords, clock: Clock, retries: int = 5) -> None:
+    def __init__(
+        self,
+        store: EventStore,
+        passwords: Passwords,
+        clock: Clock,
+        retries: int = 5,
+        blobs: BlobStore | None = None,
+        photo_limits: PhotoLimits | None = None,
+    ) -> None:
         self._store = store
         self._passwords = passwords
         self._clock = clock
         self._retries = retries
+        self._blobs = blobs
+        self.photo_limits = photo_limits or PhotoLimits()
         # Commands on one aggregate queue up inside a process instead of racing to a conflict;
         # across processes the log's optimistic concurrency still decides.
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
@@ -263,6 +283,16 @@ class CommandHandlers:
             meta,
         )
 
+    async def retire_category(self, cmd: c.RetireCategory, actor: Actor, meta: Metadata) -> CommandResult:
+        return await self._execute(
+            "catalogue",
+            catalogue_domain.CATALOGUE_ID,
+            catalogue_domain.Catalogue(),
+            catalogue_domain.evolve,
+            lambda s: catalogue_domain.retire(s.state, cmd, actor),
+            meta,
+        )
+
     async def seed_catalogue(self, actor: Actor, meta: Metadata) -> None:
         """Define the default categories once; a no-op when the catalogue already has any."""
         if (await self.catalogue()).categories:
@@ -275,7 +305,9 @@ class CommandHandlers:
     async def report_issue(
         self, cmd: c.ReportIssue, actor: Actor, meta: Metadata, idem: Idempotency | None = None
     ) -> CommandResult:
-        department = (await self.catalogue()).department_of(cmd.category)
+        category = (await self.catalogue()).open_category(cmd.category)
+        department = category.department
+        cmd = replace(cmd, attributes=catalogue_domain.check_answers(category, cmd.attributes))
         return await self._execute(
             "issue",
             cmd.issue_id,
@@ -317,3 +349,120 @@ class CommandHandlers:
             raise NotFound(f"original issue {original_id} does not exist")
         if original.state.status == issue_domain.DUPLICATE:
             raise Invalid(f"issue {original_id} is itself a duplicate of {original.state.duplicate_of}")
+
+    # --- photos -------------------------------------------------------------------
+
+    async def add_photo(
+        self, issue_id: str, raw: bytes, actor: Actor, meta: Metadata, idem: Idempotency | None = None
+    ) -> CommandResult:
+        """Check who may, sanitise the bytes off the event loop, store the blob, then record the event.
+
+        The blob is written only once the domain has accepted the command, so a refused
+        upload leaves nothing behind; a crash between the two leaves an unreferenced blob,
+        which is harmless (no event points at it).
+        """
+        assert self._blobs is not None, "this process has no blob store"
+        photo_id = str(uuid.uuid4())
+        now = self._clock()
+        current = await load(self._store, issue_domain.Issue(id=issue_id), issue_domain.evolve, issue_id)
+        probe = c.AddPhoto(issue_id, photo_id, "probe", "image/jpeg", 1, 1, 1)
+        issue_domain.decide(current.state, probe, actor, now)  # refuse early, before the costly decoding
+        limits = self.photo_limits
+        clean = await asyncio.to_thread(images.sanitise, raw, limits.max_bytes, limits.max_pixels)
+        blob_key = f"photos/{issue_id}/{photo_id}.{clean.extension}"
+        cmd = c.AddPhoto(issue_id, photo_id, blob_key, clean.content_type, clean.width, clean.height, len(clean.data))
+        blobs = self._blobs
+
+        async def decide(s: Loaded[issue_domain.Issue]) -> list[DomainEvent]:
+            events = issue_domain.decide(s.state, cmd, actor, now)
+            if events:
+                await blobs.put(blob_key, clean.data, clean.content_type)
+            return events
+
+        return await self._execute(
+            "issue", issue_id, issue_domain.Issue(id=issue_id), issue_domain.evolve, decide, meta, None, idem
+        )
+
+    async def issue_state(self, issue_id: str) -> issue_domain.Issue:
+        return (await load(self._store, issue_domain.Issue(id=issue_id), issue_domain.evolve, issue_id)).state
+
+    # --- sign-in sessions ---------------------------------------------------------
+
+    async def start_session(self, user_id: str, family: str, token_id: str, meta: Metadata) -> CommandResult:
+        cmd = c.StartSession(session_domain.aggregate_id(family), user_id, token_id)
+        return await self._execute(
+            "session",
+            cmd.session_id,
+            session_domain.Session(id=cmd.session_id),
+            session_domain.evolve,
+            lambda _: session_domain.start(cmd),
+            meta,
+            expected_version=0,
+        )
+
+    async def rotate_refresh_token(
+        self, user_id: str, family: str, presented: str, new_token_id: str, meta: Metadata
+    ) -> CommandResult:
+        """Spend the presented token for a new one; a spent token revokes the family and raises."""
+        cmd = c.RotateRefreshToken(session_domain.aggregate_id(family), user_id, presented, new_token_id)
+        decided: list[DomainEvent] = []
+
+        def decide(s: Loaded[session_domain.Session]) -> list[DomainEvent]:
+            decided[:] = session_domain.rotate(s.state, cmd)
+            return list(decided)
+
+        result = await self._execute(
+            "session", cmd.session_id, session_domain.Session(id=cmd.session_id), session_domain.evolve, decide, meta
+        )
+        if any(isinstance(event, e.SessionRevoked) for event in decided):
+            log.warning("auth.refresh_reuse", session_id=cmd.session_id)
+            raise session_domain.RefreshTokenReused(
+                "this refresh token was already used: every session token is revoked"
+            )
+        return result
+
+    async def end_session(self, user_id: str, family: str, meta: Metadata) -> CommandResult:
+        cmd = c.EndSession(session_domain.aggregate_id(family), user_id)
+        return await self._execute(
+            "session",
+            cmd.session_id,
+            session_domain.Session(id=cmd.session_id),
+            session_domain.evolve,
+            lambda s: session_domain.end(s.state, cmd),
+            meta,
+        )
+
+    # --- notifications ------------------------------------------------------------
+
+    async def claim_notification_email(self, notification_id: str, user_id: str, issue_id: str) -> bool:
+        """Record that this notification's email goes out now; False if it was recorded before.
+
+        One aggregate per notification, appended at version 1 only: the log's optimistic
+        concurrency makes this at-most-once across replays, rebuilds and processes.
+        """
+        aggregate_id = f"notification-{notification_id}"
+        try:
+            await self._execute(
+                "notification",
+                aggregate_id,
+                _Nothing(id=aggregate_id),
+                _no_evolve,
+                lambda _: [e.NotificationEmailed(user_id=user_id, issue_id=issue_id)],
+                Metadata(actor_id="system"),
+                expected_version=0,
+            )
+        except ConcurrencyConflict:
+            return False
+        return True
+
+
+@dataclass(frozen=True, slots=True)
+class _Nothing:
+    """The state of an aggregate whose only rule is "once" (enforced by its expected version)."""
+
+    id: str
+    version: int = 0
+
+
+def _no_evolve(state: _Nothing, event: DomainEvent, occurred_at: datetime) -> _Nothing:  # noqa: ARG001
+    return state

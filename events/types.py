@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class DomainEvent(BaseModel):
@@ -57,11 +57,34 @@ class CatalogueEvent(DomainEvent):
     aggregate_type: ClassVar[str] = "catalogue"
 
 
+class CategoryAttribute(BaseModel):
+    """An extra question a category asks of a report (like an Open311 service definition attribute)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    code: str
+    datatype: str  # string, text, number, boolean, datetime, singlevaluelist, multivaluelist
+    description: str = ""
+    required: bool = False
+    values: tuple[str, ...] = ()  # the allowed values of a list attribute
+
+
 class CategoryDefined(CatalogueEvent):
+    """v2 added ``attributes``; v1 payloads are upcast with none."""
+
+    schema_version: ClassVar[int] = 2
+
     code: str
     name: str
     description: str
     department: str
+    attributes: tuple[CategoryAttribute, ...] = ()
+
+
+class CategoryRetired(CatalogueEvent):
+    """The category takes no new reports; issues already filed under it keep it."""
+
+    code: str
 
 
 # --- issues ------------------------------------------------------------------
@@ -80,6 +103,7 @@ class IssueReported(IssueEvent):
     lat: float
     lon: float
     address: str | None = None
+    attributes: dict[str, Any] = Field(default_factory=dict)  # answers to the category's extra questions
 
 
 class IssueEdited(IssueEvent):
@@ -124,6 +148,89 @@ class IssueUnsubscribed(IssueEvent):
 class IssueMarkedDuplicate(IssueEvent):
     original_id: str
     from_status: str
+    upvotes: int = 0  # the duplicate's upvotes when marked: they count towards the original from then on
+
+
+class IssueHidden(IssueEvent):
+    """Staff hid the issue from public views; it stays in the log and its history."""
+
+    reason: str
+
+
+class IssueUnhidden(IssueEvent):
+    reason: str
+
+
+class IssueCommentHidden(IssueEvent):
+    comment_id: str
+    reason: str
+
+
+class IssueCommentUnhidden(IssueEvent):
+    comment_id: str
+    reason: str
+
+
+class IssuePhotoAdded(IssueEvent):
+    """A sanitised photo (re-encoded, metadata stripped) now sits in the blob store under ``blob_key``."""
+
+    photo_id: str
+    blob_key: str
+    content_type: str
+    width: int
+    height: int
+    size_bytes: int
+    uploaded_by: str
+
+
+class IssuePhotoThumbnailed(IssueEvent):
+    """The photo worker made a thumbnail of a photo."""
+
+    photo_id: str
+    blob_key: str
+    width: int
+    height: int
+
+
+# --- sign-in sessions (refresh-token families) ------------------------------
+
+
+class SessionEvent(DomainEvent):
+    aggregate_type: ClassVar[str] = "session"
+
+
+class SessionStarted(SessionEvent):
+    """A sign-in: the first refresh token of a new family. Token ids (jti), never tokens, are stored."""
+
+    user_id: str
+    token_id: str
+
+
+class SessionRefreshed(SessionEvent):
+    """The family's current refresh token was traded for ``token_id``; the old one is spent."""
+
+    previous_token_id: str
+    token_id: str
+
+
+class SessionRevoked(SessionEvent):
+    """The family is dead: signed out, or a spent refresh token was presented again (reuse)."""
+
+    reason: str
+
+
+# --- notifications -----------------------------------------------------------
+
+
+class NotificationEvent(DomainEvent):
+    aggregate_type: ClassVar[str] = "notification"
+
+
+class NotificationEmailed(NotificationEvent):
+    """The notifier sent this notification's email: recorded first, so it is sent at most once."""
+
+    user_id: str
+    issue_id: str
 
 
 EVENT_CLASSES: tuple[type[DomainEvent], ...] = (
@@ -132,6 +239,7 @@ EVENT_CLASSES: tuple[type[DomainEvent], ...] = (
     UserRoleGranted,
     UserRoleRevoked,
     CategoryDefined,
+    CategoryRetired,
     IssueReported,
     IssueEdited,
     IssueStatusChanged,
@@ -142,6 +250,16 @@ EVENT_CLASSES: tuple[type[DomainEvent], ...] = (
     IssueSubscribed,
     IssueUnsubscribed,
     IssueMarkedDuplicate,
+    IssueHidden,
+    IssueUnhidden,
+    IssueCommentHidden,
+    IssueCommentUnhidden,
+    IssuePhotoAdded,
+    IssuePhotoThumbnailed,
+    SessionStarted,
+    SessionRefreshed,
+    SessionRevoked,
+    NotificationEmailed,
 )
 
 REGISTRY: dict[str, type[DomainEvent]] = {cls.event_type(): cls for cls in EVENT_CLASSES}

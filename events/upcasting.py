@@ -17,8 +17,16 @@ from events.types import DomainEvent, event_class
 Payload = dict[str, Any]
 Upcaster = Callable[[Payload], Payload]
 
+
+def _category_defined_v1_to_v2(payload: Payload) -> Payload:
+    """v2 added the category's extra attributes; a v1 category had none."""
+    return {**payload, "attributes": []}
+
+
 # (event type, from version) -> function producing version + 1
-UPCASTERS: dict[tuple[str, int], Upcaster] = {}
+UPCASTERS: dict[tuple[str, int], Upcaster] = {
+    ("CategoryDefined", 1): _category_defined_v1_to_v2,
+}
 
 
 class UnreadableEvent(ValueError):

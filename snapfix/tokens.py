@@ -20,6 +20,15 @@ class InvalidToken(Exception):
 
 
 @dataclass(frozen=True, slots=True)
+class RefreshClaims:
+    """What a valid refresh token says: who, which session family, and which token of it."""
+
+    actor: Actor
+    family: str
+    token_id: str
+
+
+@dataclass(frozen=True, slots=True)
 class TokenPair:
     access_token: str
     refresh_token: str
@@ -37,14 +46,18 @@ class Tokens:
         self._access_ttl = settings.access_token_ttl_s
         self._refresh_ttl = settings.refresh_token_ttl_s
 
-    def issue(self, actor: Actor, now: datetime) -> TokenPair:
+    def issue(self, actor: Actor, now: datetime, family: str | None = None, token_id: str | None = None) -> TokenPair:
+        """An access token and a refresh token; the refresh token names its session family and its own id."""
+        refresh_extra = {"fam": family or uuid.uuid4().hex, "jti": token_id or uuid.uuid4().hex}
         return TokenPair(
             access_token=self._encode(actor, "access", now, self._access_ttl),
-            refresh_token=self._encode(actor, "refresh", now, self._refresh_ttl),
+            refresh_token=self._encode(actor, "refresh", now, self._refresh_ttl, refresh_extra),
             expires_in=self._access_ttl,
         )
 
-    def _encode(self, actor: Actor, kind: TokenKind, now: datetime, ttl: int) -> str:
+    def _encode(
+        self, actor: Actor, kind: TokenKind, now: datetime, ttl: int, extra: dict[str, str] | None = None
+    ) -> str:
         claims: dict[str, Any] = {
             "sub": actor.user_id,
             "roles": sorted(actor.roles),
@@ -55,11 +68,23 @@ class Tokens:
             "nbf": now - timedelta(seconds=5),
             "exp": now + timedelta(seconds=ttl),
             "jti": uuid.uuid4().hex,
+            **(extra or {}),
         }
         return jwt.encode(claims, self._secret, algorithm="HS256")
 
     def check(self, token: str, kind: TokenKind) -> Actor:
         """The actor a valid token speaks for; raises InvalidToken otherwise."""
+        return self._actor(self._claims(token, kind))
+
+    def check_refresh(self, token: str) -> RefreshClaims:
+        """A valid refresh token's claims; its family and id are then checked against the session."""
+        claims = self._claims(token, "refresh")
+        family, token_id = claims.get("fam"), claims.get("jti")
+        if not isinstance(family, str) or not isinstance(token_id, str) or not family or not token_id:
+            raise InvalidToken("the refresh token names no session")
+        return RefreshClaims(self._actor(claims), family, token_id)
+
+    def _claims(self, token: str, kind: TokenKind) -> dict[str, Any]:
         try:
             claims = jwt.decode(
                 token,
@@ -73,6 +98,10 @@ class Tokens:
             raise InvalidToken(str(e)) from e
         if claims.get("typ") != kind:
             raise InvalidToken(f"expected a {kind} token")
+        return claims
+
+    @staticmethod
+    def _actor(claims: dict[str, Any]) -> Actor:
         roles = claims.get("roles")
         if not isinstance(roles, list) or not all(isinstance(r, str) for r in roles):
             raise InvalidToken("token roles are malformed")

@@ -35,6 +35,7 @@ TRANSITIONS: dict[str, frozenset[str]] = {
     DUPLICATE: frozenset(),
 }
 REPORTER_REOPEN_WINDOW = timedelta(days=30)
+MAX_PHOTOS = 10
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +54,11 @@ class Issue:
     upvoters: frozenset[str] = frozenset()
     subscribers: frozenset[str] = frozenset()
     duplicate_of: str | None = None
+    hidden: bool = False
+    comments: frozenset[str] = frozenset()
+    hidden_comments: frozenset[str] = frozenset()
+    photos: frozenset[str] = frozenset()
+    thumbnailed: frozenset[str] = frozenset()
 
     @property
     def exists(self) -> bool:
@@ -93,6 +99,18 @@ def evolve(state: Issue, event: e.DomainEvent, occurred_at: datetime) -> Issue:
             return replace(state, subscribers=state.subscribers - {event.user_id})
         case e.IssueMarkedDuplicate():
             return replace(state, status=DUPLICATE, duplicate_of=event.original_id)
+        case e.IssueCommented():
+            return replace(state, comments=state.comments | {event.comment_id})
+        case e.IssueHidden() | e.IssueUnhidden():
+            return replace(state, hidden=isinstance(event, e.IssueHidden))
+        case e.IssueCommentHidden():
+            return replace(state, hidden_comments=state.hidden_comments | {event.comment_id})
+        case e.IssueCommentUnhidden():
+            return replace(state, hidden_comments=state.hidden_comments - {event.comment_id})
+        case e.IssuePhotoAdded():
+            return replace(state, photos=state.photos | {event.photo_id})
+        case e.IssuePhotoThumbnailed():
+            return replace(state, thumbnailed=state.thumbnailed | {event.photo_id})
         case _:
             return state
 
@@ -111,6 +129,7 @@ def report(cmd: c.ReportIssue, actor: Actor, department: str) -> list[e.DomainEv
             lat=cmd.lat,
             lon=cmd.lon,
             address=cmd.address,
+            attributes=dict(cmd.attributes),
         )
     ]
 
@@ -135,6 +154,8 @@ def decide(state: Issue, cmd: c.IssueCommand, actor: Actor, now: datetime) -> li
                     comment_id=cmd.comment_id, author_id=actor.user_id, body=cmd.body, by_staff=actor.is_staff
                 )
             ]
+        case c.UpvoteIssue() | c.WithdrawUpvote() if state.status == DUPLICATE:
+            raise InvalidTransition(f"this issue duplicates {state.duplicate_of}: upvote the original instead")
         case c.UpvoteIssue():
             if actor.user_id in state.upvoters:
                 return []
@@ -153,6 +174,12 @@ def decide(state: Issue, cmd: c.IssueCommand, actor: Actor, now: datetime) -> li
             return [e.IssueUnsubscribed(user_id=actor.user_id)]
         case c.MarkDuplicate():
             return _mark_duplicate(state, cmd, actor)
+        case c.ModerateIssue() | c.ModerateComment():
+            return _moderate(state, cmd, actor)
+        case c.AddPhoto():
+            return _add_photo(state, cmd, actor)
+        case c.RecordThumbnail():
+            return _record_thumbnail(state, cmd, actor)
     raise TypeError(f"not an issue command: {cmd!r}")
 
 
@@ -198,4 +225,52 @@ def _mark_duplicate(state: Issue, cmd: c.MarkDuplicate, actor: Actor) -> list[e.
         raise Invalid("an issue cannot be a duplicate of itself")
     if state.status not in OPEN_STATUSES:
         raise InvalidTransition(f"an issue that is {state.status} cannot be marked duplicate")
-    return [e.IssueMarkedDuplicate(original_id=cmd.original_id, from_status=state.status)]
+    return [e.IssueMarkedDuplicate(original_id=cmd.original_id, from_status=state.status, upvotes=len(state.upvoters))]
+
+
+def _moderate(state: Issue, cmd: c.ModerateIssue | c.ModerateComment, actor: Actor) -> list[e.DomainEvent]:
+    """Hiding is reversible and never deletes: the log keeps what was said, the public views stop showing it."""
+    _require_staff(actor, "moderate")
+    if not cmd.reason.strip():
+        raise Invalid("say why: moderation needs a reason")
+    if isinstance(cmd, c.ModerateIssue):
+        if cmd.hidden == state.hidden:
+            return []
+        return [e.IssueHidden(reason=cmd.reason) if cmd.hidden else e.IssueUnhidden(reason=cmd.reason)]
+    if cmd.comment_id not in state.comments:
+        raise NotFound(f"issue {state.id} has no comment {cmd.comment_id}")
+    if cmd.hidden == (cmd.comment_id in state.hidden_comments):
+        return []
+    if cmd.hidden:
+        return [e.IssueCommentHidden(comment_id=cmd.comment_id, reason=cmd.reason)]
+    return [e.IssueCommentUnhidden(comment_id=cmd.comment_id, reason=cmd.reason)]
+
+
+def _add_photo(state: Issue, cmd: c.AddPhoto, actor: Actor) -> list[e.DomainEvent]:
+    if actor.user_id != state.reporter_id and not actor.is_staff:
+        raise Forbidden("only the reporter or staff may add photos")
+    if cmd.photo_id in state.photos:
+        return []
+    if len(state.photos) >= MAX_PHOTOS:
+        raise Invalid(f"an issue holds at most {MAX_PHOTOS} photos")
+    return [
+        e.IssuePhotoAdded(
+            photo_id=cmd.photo_id,
+            blob_key=cmd.blob_key,
+            content_type=cmd.content_type,
+            width=cmd.width,
+            height=cmd.height,
+            size_bytes=cmd.size_bytes,
+            uploaded_by=actor.user_id,
+        )
+    ]
+
+
+def _record_thumbnail(state: Issue, cmd: c.RecordThumbnail, actor: Actor) -> list[e.DomainEvent]:
+    """The photo worker's command: idempotent, so a redelivered photo never yields a second thumbnail event."""
+    _require_staff(actor, "record thumbnails")
+    if cmd.photo_id not in state.photos:
+        raise NotFound(f"issue {state.id} has no photo {cmd.photo_id}")
+    if cmd.photo_id in state.thumbnailed:
+        return []
+    return [e.IssuePhotoThumbnailed(photo_id=cmd.photo_id, blob_key=cmd.blob_key, width=cmd.width, height=cmd.height)]

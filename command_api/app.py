@@ -5,13 +5,15 @@ from __future__ import annotations
 from fastapi import APIRouter, FastAPI, Request
 
 from command_api.handlers import IdempotencyMismatch
-from command_api.routes import issues, users
+from command_api.routes import catalogue, issues, photos, users
 from events.ports import ConcurrencyConflict, EventLogError
 from snapfix.http import ProblemResponse, problem
 
 router = APIRouter()
 router.include_router(users.router)
 router.include_router(issues.router)
+router.include_router(photos.router)
+router.include_router(catalogue.router)
 
 
 def install_command_errors(app: FastAPI) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
@@ -73,12 +73,50 @@ class Location(Strict):
     lon: float = Field(ge=-180, le=180, allow_inf_nan=False, examples=[-0.1278])
 
 
+AttributeValue = (
+    Annotated[str, Field(max_length=5000)] | bool | int | float | list[Annotated[str, Field(max_length=200)]]
+)
+
+
 class ReportBody(Strict):
     title: Title
     description: Description
     category: Code
     location: Location
     address: Annotated[str, Field(max_length=300), AfterValidator(_text)] | None = None
+    attributes: Annotated[
+        dict[Annotated[str, Field(max_length=64)], AttributeValue | None],
+        Field(max_length=20, description="answers to the category's extra questions (see GET /v1/categories)"),
+    ] = Field(default_factory=dict)
+
+
+Reason = Annotated[str, Field(min_length=1, max_length=500, examples=["abusive language"]), AfterValidator(_text)]
+
+
+class ModerationBody(Strict):
+    action: Literal["hide", "unhide"]
+    reason: Reason
+
+
+class AttributeBody(Strict):
+    code: Code
+    datatype: Literal["string", "text", "number", "boolean", "datetime", "singlevaluelist", "multivaluelist"]
+    description: Annotated[str, Field(max_length=500)] = ""
+    required: bool = False
+    values: Annotated[list[Annotated[str, Field(min_length=1, max_length=100)]], Field(max_length=100)] = Field(
+        default_factory=list
+    )
+
+
+class CategoryBody(Strict):
+    name: Annotated[str, Field(min_length=1, max_length=100), AfterValidator(_text)]
+    description: Annotated[str, Field(max_length=1000)] = ""
+    department: Code
+    attributes: Annotated[list[AttributeBody], Field(max_length=20)] = Field(default_factory=list)
+
+
+class LogoutBody(Strict):
+    refresh_token: str = Field(min_length=1, max_length=4096)
 
 
 class EditBody(Strict):

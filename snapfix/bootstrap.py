@@ -5,15 +5,17 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 from argon2 import PasswordHasher
 
-from command_api.handlers import CommandHandlers
+from command_api.handlers import CommandHandlers, PhotoLimits
 from command_api.security import Passwords
 from events.ports import EventLog, EventStore
 from projectors.catalog import ALL
 from projectors.ports import ViewStore
 from projectors.runner import ProjectionRunner
+from snapfix.blobs import BlobStore, FilesystemBlobStore, blob_store_path
 from snapfix.cache import Cache, CacheStats, MemoryCache, ViewCache
 from snapfix.settings import Settings
 from snapfix.tokens import Tokens
@@ -38,6 +40,8 @@ class Container:
     handlers: CommandHandlers | None = None
     tokens: Tokens | None = None
     runner: ProjectionRunner | None = None
+    blobs: BlobStore | None = None
+    process_managers: list[Any] = field(default_factory=list)  # photo worker, notifier: run beside the runner
     clock: Callable[[], datetime] = utc_now
     cache_stats: CacheStats = field(default_factory=CacheStats)
     closers: list[Callable[[], object]] = field(default_factory=list)
@@ -77,17 +81,30 @@ async def open_cache(settings: Settings) -> Cache:
     raise ValueError(f"unsupported SNAPFIX_CACHE {settings.cache!r}; expected memory:// or redis://host:port/db")
 
 
+def open_blob_store(settings: Settings) -> BlobStore:
+    """Photos and thumbnails; the GridFS adapter for the distributed deployment is a follow-up."""
+    return FilesystemBlobStore(blob_store_path(settings.blob_store))
+
+
 async def build(settings: Settings, *, write: bool = True, read: bool = True, project: bool = True) -> Container:
     """Open the adapters a role needs: ``write`` for the command API, ``read`` for queries, ``project``."""
     c = Container(settings=settings)
     c.tokens = Tokens(settings)
+    c.blobs = open_blob_store(settings)
     if write or project:
         c.store, c.log = await open_event_log(settings)
         c.closers.append(c.log.close)
     if write:
         assert c.store is not None
         hasher = PasswordHasher(time_cost=settings.argon2_time_cost, memory_cost=settings.argon2_memory_kib)
-        c.handlers = CommandHandlers(c.store, Passwords(hasher), c.clock, settings.command_retries)
+        c.handlers = CommandHandlers(
+            c.store,
+            Passwords(hasher),
+            c.clock,
+            settings.command_retries,
+            blobs=c.blobs,
+            photo_limits=PhotoLimits(settings.photo_max_bytes, settings.photo_max_pixels),
+        )
     if read or project:
         c.views = await open_view_store(settings)
         await c.views.setup([p.collection for p in ALL])

@@ -42,6 +42,18 @@ class Settings(BaseSettings):
     max_page_size: int = Field(100, ge=1, le=1000)
     command_retries: int = Field(5, ge=0, le=50, description="retries of a command without If-Match on conflict")
 
+    blob_store: str = Field("file://./data/blobs", description="file:///path (GridFS for the distributed deployment)")
+    photo_max_bytes: int = Field(10 * 1024 * 1024, ge=1024, description="largest photo upload (413 above)")
+    photo_max_pixels: int = Field(40_000_000, ge=10_000, description="decompression-bomb guard (413 above)")
+    max_body_bytes: int = Field(1024 * 1024, ge=1024, description="largest request body except photo uploads (413)")
+    rate_limit_ip_writes: int = Field(300, ge=0, description="writes per IP per window; 0 turns the limit off")
+    rate_limit_user_writes: int = Field(120, ge=0, description="writes per signed-in user per window; 0 is off")
+    rate_limit_sign_ins: int = Field(10, ge=0, description="sign-in and refresh attempts per IP per window; 0 is off")
+    rate_limit_window_s: int = Field(60, ge=1, description="the rate limits' window")
+    smtp_url: str | None = Field(None, description="smtp://host:port for notification emails; unset: none are sent")
+    mail_from: str = "SnapFix <no-reply@snapfix.invalid>"
+    process_managers: bool = Field(True, description="run the photo worker and the notifier in the projecting role")
+
     @model_validator(mode="after")
     def _refuse_unsafe_secret(self) -> Settings:
         secret = self.jwt_secret.get_secret_value()

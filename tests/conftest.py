@@ -24,6 +24,11 @@ def embedded_settings(tmp_path: Path, **overrides: object) -> Settings:
         "view_store": f"sqlite:///{tmp_path}/views.db",
         "cache": "memory://",
         "projector_idle_poll_ms": 20,
+        "blob_store": f"file://{tmp_path}/blobs",
+        # Tests sign many users in from one address; the rate-limit tests turn the limits on themselves.
+        "rate_limit_ip_writes": 0,
+        "rate_limit_user_writes": 0,
+        "rate_limit_sign_ins": 0,
         **FAST_ARGON2,
         **overrides,
     }

@@ -15,6 +15,7 @@ from command_api.models import (
     CommentBody,
     DuplicateBody,
     EditBody,
+    ModerationBody,
     ReportBody,
     StatusBody,
 )
@@ -38,6 +39,7 @@ async def report(
         body.location.lat,
         body.location.lon,
         body.address,
+        body.attributes,
     )
     result = await handlers.report_issue(cmd, actor, meta, idem)
     response.headers["Location"] = f"/v1/issues/{result.id}"
@@ -153,3 +155,35 @@ async def mark_duplicate(
     """Staff mark an issue as a duplicate of an earlier one."""
     cmd = c.MarkDuplicate(issue_id, body.issue_id)
     return accepted(await handlers.issue_command(cmd, actor, meta, version, idem), response)
+
+
+@router.post("/v1/issues/{issue_id}/moderation", response_model=CommandAccepted)
+async def moderate_issue(
+    issue_id: IssueId,
+    body: ModerationBody,
+    actor: CurrentActor,
+    handlers: Handlers,
+    meta: Meta,
+    version: ExpectedVersion,
+    idem: IdempotencyDep,
+    response: Response,
+) -> dict[str, Any]:
+    """Staff hide an issue from public views (or bring it back), with a reason; the log keeps everything."""
+    cmd = c.ModerateIssue(issue_id, body.action == "hide", body.reason)
+    return accepted(await handlers.issue_command(cmd, actor, meta, version, idem), response)
+
+
+@router.post("/v1/issues/{issue_id}/comments/{comment_id}/moderation", response_model=CommandAccepted)
+async def moderate_comment(
+    issue_id: IssueId,
+    comment_id: IssueId,
+    body: ModerationBody,
+    actor: CurrentActor,
+    handlers: Handlers,
+    meta: Meta,
+    idem: IdempotencyDep,
+    response: Response,
+) -> dict[str, Any]:
+    """Staff hide one comment from public views (or bring it back), with a reason."""
+    cmd = c.ModerateComment(issue_id, comment_id, body.action == "hide", body.reason)
+    return accepted(await handlers.issue_command(cmd, actor, meta, None, idem), response)

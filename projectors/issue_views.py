@@ -6,12 +6,14 @@ from typing import Any
 
 from events import types as e
 from events.envelope import Envelope
+from projectors import geo, search
 from projectors.ports import Collection, Doc
 from projectors.projection import Projection, already_applied, by_aggregate, iso
 
 SUMMARY_FIELDS = (
     "id",
     "title",
+    "description",
     "category",
     "status",
     "department",
@@ -26,6 +28,12 @@ SUMMARY_FIELDS = (
     "version",
 )
 
+FILTERS = ("status", "category", "department", "reporter_id")
+SORTS = (("-created_at", "-id"), ("-updated_at", "-id"), ("-upvotes", "-id"))
+# Every documented browse shape has an index (tests/integration/test_query_plans.py checks it):
+# each sort alone, each filter with each sort, a geo cell with newest first. Oldest first
+# reads the newest-first indexes backwards. Search terms are an array field: a side table
+# (SQLite) or a multikey index (MongoDB).
 summary_collection = Collection(
     name="issue_summary",
     fields={
@@ -38,16 +46,13 @@ summary_collection = Collection(
         "upvotes": "int",
         "lat": "real",
         "lon": "real",
+        **{geo.field(p): "text" for p in geo.PRECISIONS},
     },
+    arrays=("terms",),
     indexes=(
-        ("-created_at", "-id"),
-        ("created_at", "id"),
-        ("-updated_at", "-id"),
-        ("-upvotes", "-id"),
-        ("status", "-created_at", "-id"),
-        ("category", "-created_at", "-id"),
-        ("department", "-created_at", "-id"),
-        ("reporter_id", "-created_at", "-id"),
+        *SORTS,
+        *((f, *sort) for f in FILTERS for sort in SORTS),
+        *((geo.field(p), "-created_at", "-id") for p in geo.PRECISIONS),
     ),
 )
 
@@ -144,6 +149,10 @@ def fold_summary(doc: Doc | None, env: Envelope, event: e.DomainEvent) -> Doc | 
     summary = {k: detail[k] for k in SUMMARY_FIELDS}
     summary["lat"] = detail["location"]["lat"]
     summary["lon"] = detail["location"]["lon"]
+    summary.update(geo.cells_of(summary["lat"], summary["lon"]))
+    summary["terms"] = search.terms(
+        detail["title"], detail["description"], detail["address"], search.category_words(detail["category"])
+    )
     return summary
 
 

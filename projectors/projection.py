@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -12,6 +12,23 @@ from projectors.ports import Collection, Doc
 
 Key = Callable[[Envelope], str | None]
 Fold = Callable[[Doc | None, Envelope, DomainEvent], Doc | None]
+RollKeys = Callable[[Doc | None, Doc | None], Iterable[str]]
+RollFold = Callable[[Doc | None, str, Doc | None, Doc | None, Envelope], Doc | None]
+
+
+@dataclass(frozen=True, slots=True)
+class Rollup:
+    """Aggregates kept from another view's changes, in the same commit (the runner writes them first).
+
+    When the view's document changes from ``old`` to ``new`` because of an envelope,
+    each aggregate ``id`` in ``keys(old, new)`` becomes ``fold(aggregate, id, old, new,
+    envelope)``. The fold must return the aggregate unchanged for an envelope it has
+    already counted (e.g. by remembering positions), so redelivery never counts twice.
+    """
+
+    collection: Collection
+    keys: RollKeys
+    fold: RollFold
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,10 +38,16 @@ class Projection:
     collection: Collection
     key: Key
     fold: Fold
+    rollups: tuple[Rollup, ...] = ()
 
     @property
     def name(self) -> str:
         return self.collection.name
+
+    @property
+    def collections(self) -> tuple[Collection, ...]:
+        """Its own collection and its roll-ups' (what a store must set up for it)."""
+        return (self.collection, *(r.collection for r in self.rollups))
 
 
 def iso(moment: datetime) -> str:

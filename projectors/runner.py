@@ -26,7 +26,7 @@ from events.codec import envelope_to_dict
 from events.envelope import Envelope
 from events.ports import EventLog
 from events.upcasting import decode
-from projectors.ports import Change, Collection, Doc, Put, ViewStore, at_generation, builder_name
+from projectors.ports import Change, Collection, Doc, Put, ViewStore, ViewStoreError, at_generation, builder_name
 from projectors.projection import Projection, iso
 from snapfix.cache import Cache, CacheError, ViewCache
 
@@ -66,6 +66,17 @@ class ProjectionRunner:
             p.name: at_generation(p.name, generations[p.name]) if p.name in (generations or {}) else p.name
             for p in self._projections
         }
+        # a projection's roll-ups live and are rebuilt in step with it
+        self._target.update(
+            {
+                r.collection.name: at_generation(r.collection.name, generations[p.name])
+                if p.name in (generations or {})
+                else r.collection.name
+                for p in self._projections
+                for r in p.rollups
+            }
+        )
+        self._rolled = frozenset(r.collection.name for p in self._projections for r in p.rollups)
         self.rebuilding = bool(generations)
         self._log = event_log
         self._store = store
@@ -94,10 +105,8 @@ class ProjectionRunner:
         )
 
     async def setup(self) -> None:
-        collections = [
-            Collection(self._target[p.name], p.collection.fields, p.collection.arrays, p.collection.indexes)
-            for p in self._projections
-        ]
+        declared = [c for p in self._projections for c in p.collections]
+        collections = [Collection(self._target[c.name], c.fields, c.arrays, c.indexes) for c in declared]
         await self._store.setup([*collections, DEAD_LETTERS])
         self.checkpoint = await self._store.checkpoint(self.name)
 
@@ -150,6 +159,9 @@ class ProjectionRunner:
                         new = projection.fold(current, env, event)
                         if new is not current:
                             updates.append((slot, new))
+                            updates += await self._roll(projection, current, new, env, working)
+                except ViewStoreError:
+                    raise  # the store failed, not the event: the batch is retried, never dead-lettered
                 except Exception as error:  # noqa: BLE001 - a poison event must not stop the projector
                     dead.append(self._dead_letter(env, error))
                     continue
@@ -163,8 +175,31 @@ class ProjectionRunner:
                     position=env.position.token(),
                     views=len(updates),
                 )
-        changes: list[Change] = [Put(self._target[col], doc) for (col, _), doc in touched.items() if doc is not None]
+        # Roll-ups first: a store without transactions that stops midway then never counts twice (see Rollup).
+        ordered = sorted(touched.items(), key=lambda item: item[0][0] not in self._rolled)
+        changes: list[Change] = [Put(self._target[col], doc) for (col, _), doc in ordered if doc is not None]
         return changes + dead, checkpoint
+
+    async def _roll(
+        self,
+        projection: Projection,
+        old: Doc | None,
+        new: Doc | None,
+        env: Envelope,
+        working: dict[tuple[str, str], Doc | None],
+    ) -> list[tuple[tuple[str, str], Doc | None]]:
+        """The aggregates that a change of one of the projection's documents moves (fetched on first use)."""
+        out: list[tuple[tuple[str, str], Doc | None]] = []
+        for rollup in projection.rollups:
+            name = rollup.collection.name
+            for key in rollup.keys(old, new):
+                if (name, key) not in working:
+                    working[(name, key)] = await self._store.get(self._target[name], key)
+                current = working[(name, key)]
+                rolled = rollup.fold(current, key, old, new, env)
+                if rolled is not current:
+                    out.append(((name, key), rolled))
+        return out
 
     async def _prefetch(self, batch: list[Envelope]) -> dict[tuple[str, str], Doc | None]:
         wanted: dict[str, set[str]] = {}

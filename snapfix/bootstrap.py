@@ -107,7 +107,7 @@ async def build(settings: Settings, *, write: bool = True, read: bool = True, pr
         )
     if read or project:
         c.views = await open_view_store(settings)
-        await c.views.setup([p.collection for p in ALL])
+        await c.views.setup([col for p in ALL for col in p.collections])
         c.closers.append(c.views.close)
         c.cache = await open_cache(settings)
         c.closers.append(c.cache.close)

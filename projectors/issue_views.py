@@ -23,6 +23,7 @@ SUMMARY_FIELDS = (
     "upvotes",
     "comments",
     "duplicate_of",
+    "hidden",
     "created_at",
     "updated_at",
     "version",
@@ -44,6 +45,7 @@ summary_collection = Collection(
         "created_at": "text",
         "updated_at": "text",
         "upvotes": "int",
+        "hidden": "int",  # moderated issues leave public browsing
         "lat": "real",
         "lon": "real",
         **{geo.field(p): "text" for p in geo.PRECISIONS},
@@ -90,6 +92,9 @@ def fold_detail(doc: Doc | None, env: Envelope, event: e.DomainEvent) -> Doc | N
             "created_at": iso(env.occurred_at),
             "comment_list": [],
             "timeline": [_timeline_entry(env, "reported")],
+            "attributes": dict(event.attributes),
+            "hidden": False,
+            "photos": [],
         }
     elif doc is None:
         return None  # an event for an issue whose report this view never saw: nothing to change
@@ -131,10 +136,51 @@ def fold_detail(doc: Doc | None, env: Envelope, event: e.DomainEvent) -> Doc | N
                     *doc["timeline"],
                     _timeline_entry(env, "marked_duplicate", original_id=event.original_id),
                 ]
+            case _:
+                _fold_moderation_and_photos(new, doc, env, event)
     new["version"] = env.aggregate_version
     if not isinstance(event, e.IssueSubscribed | e.IssueUnsubscribed):  # following is not a change of the issue
         new["updated_at"] = iso(env.occurred_at)
     return new
+
+
+def _fold_moderation_and_photos(new: Doc, doc: Doc, env: Envelope, event: e.DomainEvent) -> None:
+    """Moderation marks, never removes: the public read hides what is hidden, the view keeps it for unhiding."""
+    match event:
+        case e.IssueHidden() | e.IssueUnhidden():
+            hidden = isinstance(event, e.IssueHidden)
+            new["hidden"] = hidden
+            kind = "hidden" if hidden else "unhidden"
+            new["timeline"] = [*doc["timeline"], _timeline_entry(env, kind, reason=event.reason)]
+        case e.IssueCommentHidden() | e.IssueCommentUnhidden():
+            hidden = isinstance(event, e.IssueCommentHidden)
+            # The domain records a change only when the comment's state really flips, so the count follows.
+            new["comments"] = doc["comments"] + (-1 if hidden else 1)
+            new["comment_list"] = [
+                {**cm, "hidden": hidden} if cm["id"] == event.comment_id else cm for cm in doc["comment_list"]
+            ]
+        case e.IssuePhotoAdded():
+            photo = {
+                "id": event.photo_id,
+                "content_type": event.content_type,
+                "width": event.width,
+                "height": event.height,
+                "size_bytes": event.size_bytes,
+                "blob_key": event.blob_key,
+                "thumbnail_key": None,
+                "url": f"/v1/issues/{env.aggregate_id}/photos/{event.photo_id}",
+                "thumbnail_url": None,
+                "added_at": iso(env.occurred_at),
+            }
+            new["photos"] = [*doc.get("photos", []), photo]
+            new["timeline"] = [*doc["timeline"], _timeline_entry(env, "photo_added", photo_id=event.photo_id)]
+        case e.IssuePhotoThumbnailed():
+            new["photos"] = [
+                {**p, "thumbnail_key": event.blob_key, "thumbnail_url": f"{p['url']}/thumbnail"}
+                if p["id"] == event.photo_id
+                else p
+                for p in doc.get("photos", [])
+            ]
 
 
 def fold_summary(doc: Doc | None, env: Envelope, event: e.DomainEvent) -> Doc | None:

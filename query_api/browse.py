@@ -37,7 +37,7 @@ class Browse:
     limit: int = 20
 
     def query(self) -> Query:
-        where: list[Cond] = []
+        where: list[Cond] = [Cond("hidden", "eq", False)]  # staff-hidden issues are not browsable
         for field, value in (
             ("status", self.status),
             ("category", self.category),

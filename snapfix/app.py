@@ -51,6 +51,7 @@ def create_app(settings: Settings, role: Role = "all") -> FastAPI:
         if container.runner is not None:
             await container.runner.catch_up()
             task = asyncio.create_task(container.runner.run_forever(stop), name="projector")
+        managers = [asyncio.create_task(m.run_forever(stop), name=m.name) for m in container.process_managers]
         log.info(
             "snapfix.started",
             role=role,
@@ -64,6 +65,8 @@ def create_app(settings: Settings, role: Role = "all") -> FastAPI:
             stop.set()
             if task is not None:
                 await task
+            for managed in managers:
+                await managed
             await bootstrap.close(container)
 
     titles = {"all": "SnapFix API", "command": "SnapFix command API", "query": "SnapFix query API"}

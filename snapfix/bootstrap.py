@@ -126,7 +126,28 @@ async def build(settings: Settings, *, write: bool = True, read: bool = True, pr
             idle_poll_s=settings.projector_idle_poll_ms / 1000,
         )
         await c.runner.setup()
+        if settings.process_managers:
+            await _build_process_managers(c)
     return c
+
+
+async def _build_process_managers(c: Container) -> None:
+    """The photo worker (needs the command side) and the notification worker (emails only with SNAPFIX_SMTP_URL)."""
+    from projectors.notifications import NotificationWorker, Notifier
+    from projectors.photo_worker import PhotoWorker
+    from snapfix.mail import SmtpMailer
+
+    assert c.log is not None
+    assert c.views is not None
+    poll = {"idle_poll_s": c.settings.projector_idle_poll_ms / 1000}
+    notifier = None
+    if c.handlers is not None and c.settings.smtp_url:
+        notifier = Notifier(c.handlers, SmtpMailer(c.settings.smtp_url, c.settings.mail_from), c.views)
+    c.process_managers.append(NotificationWorker(c.log, c.views, notifier, **poll))
+    if c.handlers is not None and c.blobs is not None:
+        c.process_managers.append(PhotoWorker(c.log, c.views, c.blobs, c.handlers, c.settings.photo_max_pixels, **poll))
+    for manager in c.process_managers:
+        await manager.setup()
 
 
 async def close(c: Container) -> None:

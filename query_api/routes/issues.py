@@ -11,6 +11,7 @@ from projectors.ports import Cond
 from projectors.ports import Query as ViewQuery
 from query_api.browse import BadCursor, Browse, Sort
 from query_api.deps import Cached, Consistent, Views
+from query_api.public import public_detail
 from query_api.responses import READ_ERRORS, json_bytes, json_value
 from snapfix.auth import ContainerDep
 from snapfix.http import ProblemError
@@ -96,9 +97,10 @@ def _utc(stamp: str | None) -> str | None:
 async def detail(issue_id: IssueId, request: Request, views: Views, cache: Cached, freshness: Consistent) -> Response:
     """One issue with its comments and timeline."""
     raw = await cache.get("issue_detail", issue_id, lambda: views.get("issue_detail", issue_id))
-    if raw is None:
+    shown = None if raw is None else public_detail(orjson.loads(raw), await views.get("issue_duplicates", issue_id))
+    if shown is None:
         raise ProblemError(404, "not-found", "Not found", f"no issue {issue_id}")
-    return json_bytes(raw, request, freshness=freshness, cache_control="public, max-age=1")
+    return json_value(shown, request, freshness=freshness, cache_control="public, max-age=1")
 
 
 @router.get("/v1/issues/{issue_id}/history")

@@ -18,6 +18,7 @@ from query_api.app import install_query_errors
 from query_api.app import router as query_router
 from snapfix import bootstrap
 from snapfix.http import CorrelationMiddleware, install_error_handlers
+from snapfix.limits import LimitsMiddleware
 from snapfix.ops_routes import router as ops_router
 from snapfix.settings import Settings
 
@@ -79,6 +80,7 @@ def create_app(settings: Settings, role: Role = "all") -> FastAPI:
         install_query_errors(app)
         app.include_router(query_router)
     app.include_router(ops_router)
+    app.add_middleware(LimitsMiddleware, settings=settings)
     app.add_middleware(CorrelationMiddleware)
     return app
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import abc
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from events.envelope import Envelope, Position
@@ -97,6 +98,15 @@ class EventLog(abc.ABC):
     @abc.abstractmethod
     async def wait(self, after: Checkpoint, timeout: float) -> None:
         """Return when there may be events after ``after``, or after ``timeout`` seconds."""
+
+    async def position_at(self, moment: datetime) -> dict[int, int]:
+        """The checkpoint just before the first event recorded at or after ``moment``, per partition.
+
+        Optional (``snapfix export --since`` needs it): reading after it starts at ``moment``.
+        Like Kafka's ``offsets_for_times``, it trusts that recording time grows with the offset.
+        A partition with no event that late maps to its head.
+        """
+        raise NotImplementedError(f"{type(self).__name__} cannot find a position by time")
 
     async def close(self) -> None:  # noqa: B027 - optional for adapters without resources
         """Release connections."""

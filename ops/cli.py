@@ -13,6 +13,7 @@ from command_api import commands as c
 from command_api.domain.actor import ROLES, SYSTEM
 from command_api.domain.errors import DomainError
 from events.envelope import Metadata
+from ops import operator_cli
 from snapfix import bootstrap
 from snapfix.logs import configure_logging
 from snapfix.settings import Settings
@@ -151,6 +152,9 @@ def users_create(
         typer.echo(f"snapfix: {e}", err=True)
         raise typer.Exit(1) from None
     typer.echo(user_id)
+
+
+operator_cli.register(app, _settings)
 
 
 def main() -> None:

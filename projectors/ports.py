@@ -162,14 +162,13 @@ class ViewStore(abc.ABC):
         """Create an empty shadow generation and record it as building; resumes the one already building."""
         raise GenerationsUnsupported(f"{type(self).__name__} has no generations")
 
-    async def swap(self, collection: str, generation: int, leader: str) -> bool:  # noqa: ARG002 - a default for adapters without generations
-        """Make the building ``generation`` live, atomically, unless ``leader``'s checkpoint is ahead of its builder's.
+    async def swap(self, generations: Mapping[str, int], builder: str, leader: str) -> bool:  # noqa: ARG002 - a default for adapters without generations
+        """Make the building generations (collection -> generation) live in one atomic step, unless ``leader`` is ahead.
 
-        The builder is the checkpoint ``builder_name(collection, generation)``; the leader is
-        the live projector that keeps writing the collection (through the alias) afterwards.
-
-        True when swapped; the previous live generation becomes ``retired``. False (and
-        nothing changed) when the builder must catch up first.
+        ``builder`` is the checkpoint of the runner that built them, ``leader`` the live
+        projector that keeps writing them (through the aliases) afterwards. True when
+        swapped, each previous live generation becoming ``retired``; False, and nothing
+        changed, while the leader's checkpoint is ahead of the builder's on any partition.
         """
         raise GenerationsUnsupported(f"{type(self).__name__} has no generations")
 

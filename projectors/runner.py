@@ -69,8 +69,8 @@ class ProjectionRunner:
         # a projection's roll-ups live and are rebuilt in step with it
         self._target.update(
             {
-                r.collection.name: at_generation(r.collection.name, generations[p.name])
-                if p.name in (generations or {})
+                r.collection.name: at_generation(r.collection.name, generations[r.collection.name])
+                if r.collection.name in (generations or {})
                 else r.collection.name
                 for p in self._projections
                 for r in p.rollups
@@ -92,16 +92,25 @@ class ProjectionRunner:
 
     @classmethod
     def rebuilder(
-        cls, projection: Projection, generation: int, event_log: EventLog, store: ViewStore, *, batch_size: int = 2000
+        cls,
+        projection: Projection,
+        generations: dict[str, int],
+        event_log: EventLog,
+        store: ViewStore,
+        *,
+        batch_size: int = 2000,
     ) -> ProjectionRunner:
-        """A runner that builds one generation of one view from the start of the log, with no side effects."""
+        """A runner that builds new generations of one view (and its roll-ups) from the log's start, side-effect free.
+
+        ``generations`` maps the view and each roll-up collection to the shadow generation it writes.
+        """
         return cls(
-            builder_name(projection.name, generation),
+            builder_name(projection.name, generations[projection.name]),
             [projection],
             event_log,
             store,
             batch_size=batch_size,
-            generations={projection.name: generation},
+            generations=generations,
         )
 
     async def setup(self) -> None:

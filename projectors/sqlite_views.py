@@ -328,20 +328,22 @@ class SqliteViewStore(ViewStore):
 
         return await self._writer.run(lambda c: transaction(c, body))
 
-    async def swap(self, collection: str, generation: int, leader: str) -> bool:
-        col = self._col(collection)
+    async def swap(self, generations: Mapping[str, int], builder: str, leader: str) -> bool:
+        cols = {self._col(name).name: generation for name, generation in generations.items()}
 
         def body(conn: sqlite3.Connection) -> bool:
-            current = _aliases(conn, col.name)
-            if current.building != generation:
-                raise ViewStoreError(f"generation {generation} of {col.name} is not being built")
-            if _ahead(_checkpoint(conn, leader), _checkpoint(conn, builder_name(col.name, generation))):
+            current = {name: _aliases(conn, name) for name in cols}
+            for name, generation in cols.items():
+                if current[name].building != generation:
+                    raise ViewStoreError(f"generation {generation} of {name} is not being built")
+            if _ahead(_checkpoint(conn, leader), _checkpoint(conn, builder)):
                 return False
-            conn.execute(
-                "UPDATE aliases SET live = ?, building = NULL, retired = ?, "
-                "swapped_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') WHERE collection = ?",
-                (generation, current.live, col.name),
-            )
+            for name, generation in cols.items():
+                conn.execute(
+                    "UPDATE aliases SET live = ?, building = NULL, retired = ?, "
+                    "swapped_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') WHERE collection = ?",
+                    (generation, current[name].live, name),
+                )
             return True
 
         return await self._writer.run(lambda c: transaction(c, body))

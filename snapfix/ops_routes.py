@@ -40,6 +40,16 @@ async def readyz(c: ContainerDep) -> Response:
     )
 
 
+@router.get("/ops/status")
+async def ops_status(c: ContainerDep) -> Response:
+    """Every projector's position, lag in events and seconds, view generations, dead letters, last error."""
+    from ops.status import projector_status
+
+    if c.views is None:
+        return JSONResponse({"projectors": [], "detail": "this role has no view store"})
+    return JSONResponse({"projectors": await projector_status(c.views, c.log, c.runner)})
+
+
 @router.get("/metrics", response_class=Response)
 async def metrics() -> Response:
     """Prometheus text format."""

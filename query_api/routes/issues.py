@@ -13,12 +13,17 @@ from query_api.browse import BadCursor, Browse, Sort
 from query_api.deps import Cached, Consistent, Views
 from query_api.public import public_detail
 from query_api.responses import READ_ERRORS, json_bytes, json_value
+from query_api.time_travel import detail_as_of
 from snapfix.auth import ContainerDep
 from snapfix.http import ProblemError
 
 router = APIRouter(tags=["issues"], responses=READ_ERRORS)
 IssueId = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9-]+$")]
 Filter = Annotated[str | None, Query(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_,-]+$")]
+AsOf = Annotated[
+    str | None,
+    Query(min_length=4, max_length=40, pattern=r"^[0-9T:.\-+Z]+$", description="the issue as it was at this time"),
+]
 Stamp = Annotated[
     str | None,
     Query(
@@ -94,10 +99,15 @@ def _utc(stamp: str | None) -> str | None:
 
 
 @router.get("/v1/issues/{issue_id}")
-async def detail(issue_id: IssueId, request: Request, views: Views, cache: Cached, freshness: Consistent) -> Response:
-    """One issue with its comments and timeline."""
+async def detail(
+    issue_id: IssueId, request: Request, views: Views, cache: Cached, freshness: Consistent, as_of: AsOf = None
+) -> Response:
+    """One issue with its comments and timeline; `as_of` shows it as it was at that time."""
     raw = await cache.get("issue_detail", issue_id, lambda: views.get("issue_detail", issue_id))
     shown = None if raw is None else public_detail(orjson.loads(raw), await views.get("issue_duplicates", issue_id))
+    if shown is not None and as_of is not None:  # time travel: the same fold over its history view
+        past = await detail_as_of(views, issue_id, _utc(as_of) or "")
+        shown = None if past is None else public_detail(past, await views.get("issue_duplicates", issue_id))
     if shown is None:
         raise ProblemError(404, "not-found", "Not found", f"no issue {issue_id}")
     return json_value(shown, request, freshness=freshness, cache_control="public, max-age=1")

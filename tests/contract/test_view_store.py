@@ -233,7 +233,7 @@ class TestGenerations:
         rebuilt = {**thing(1), "colour": "rebuilt"}
         await store.commit(builder_name("things", shadow), [Put(at_generation("things", shadow), rebuilt)], {0: 3})
         assert (await store.get("things", "t001") or {})["colour"] == "red"
-        assert await store.swap("things", shadow, leader="p")
+        assert await store.swap({"things": shadow}, builder_name("things", shadow), "p")
         assert await store.get("things", "t001") == rebuilt
         assert await store.count("things") == 1
         assert [d["id"] for d in await store.find(Query("things", (Cond("colour", "eq", "rebuilt"),)))] == ["t001"]
@@ -247,15 +247,15 @@ class TestGenerations:
         await store.commit("live", [], {0: 10, 1: 4})
         shadow = await store.begin_generation(THINGS)
         await store.commit(builder_name("things", shadow), [], {0: 10, 1: 3})
-        assert not await store.swap("things", shadow, leader="live")
+        assert not await store.swap({"things": shadow}, builder_name("things", shadow), "live")
         assert (await store.generations("things")).live == 0
         await store.commit(builder_name("things", shadow), [], {0: 12, 1: 4})
-        assert await store.swap("things", shadow, leader="live")
+        assert await store.swap({"things": shadow}, builder_name("things", shadow), "live")
 
     async def test_commits_through_the_plain_name_land_in_the_live_generation(self, store: ViewStore) -> None:
         """After a swap, the live projector's writes go to the new generation, not the retired one."""
         shadow = await store.begin_generation(THINGS)
-        assert await store.swap("things", shadow, leader="nobody")
+        assert await store.swap({"things": shadow}, builder_name("things", shadow), "nobody")
         await store.commit("live", [Put("things", thing(7, tags=("seven",)))], {0: 1})
         assert await store.get(at_generation("things", shadow), "t007") is not None
         assert await store.get(at_generation("things", 0), "t007") is None
@@ -266,7 +266,7 @@ class TestGenerations:
         await fill(store, 2)
         shadow = await store.begin_generation(THINGS)
         await store.commit(builder_name("things", shadow), [Put(at_generation("things", shadow), thing(5))], {0: 2})
-        assert await store.swap("things", shadow, leader="p")
+        assert await store.swap({"things": shadow}, builder_name("things", shadow), "p")
         with pytest.raises(ViewStoreError):
             await store.drop_generation("things", shadow)
         await store.drop_generation("things", 0)
@@ -274,3 +274,13 @@ class TestGenerations:
         assert await store.checkpoint(builder_name("things", shadow)) == {0: 2}  # the live builder's stays
         assert await store.count("things") == 1
         assert await store.begin_generation(THINGS) == shadow + 1
+
+    async def test_a_view_and_its_rollups_swap_together(self, store: ViewStore) -> None:
+        """Several collections built by one builder become live in one step, each from its own generation."""
+        others = Collection(name="others", fields={"colour": "text"})
+        await store.setup([others])
+        first = await store.begin_generation(others)
+        assert await store.swap({"others": first}, builder_name("others", first), "p")
+        things, more = await store.begin_generation(THINGS), await store.begin_generation(others)
+        assert await store.swap({"things": things, "others": more}, builder_name("things", things), "p")
+        assert ((await store.generations("things")).live, (await store.generations("others")).live) == (1, 2)

@@ -37,12 +37,16 @@ def fold_user(doc: Doc | None, env: Envelope, event: e.DomainEvent) -> Doc | Non
 
 
 def category_key(env: Envelope) -> str | None:
-    return env.payload.get("code") if env.event_type == "CategoryDefined" else None
+    return env.payload.get("code") if env.event_type in ("CategoryDefined", "CategoryRetired") else None
 
 
 def fold_category(doc: Doc | None, env: Envelope, event: e.DomainEvent) -> Doc | None:
     """One category per document; ``version`` is the catalogue's version that last defined it."""
-    if already_applied(doc, env) or not isinstance(event, e.CategoryDefined):
+    if already_applied(doc, env):
+        return doc
+    if isinstance(event, e.CategoryRetired):
+        return None if doc is None else {**doc, "retired": True, "version": env.aggregate_version}
+    if not isinstance(event, e.CategoryDefined):
         return doc
     return {
         "id": event.code,
@@ -50,6 +54,8 @@ def fold_category(doc: Doc | None, env: Envelope, event: e.DomainEvent) -> Doc |
         "name": event.name,
         "description": event.description,
         "department": event.department,
+        "attributes": [a.model_dump(mode="json") for a in event.attributes],
+        "retired": False,
         "version": env.aggregate_version,
     }
 

@@ -26,5 +26,6 @@ async def me(actor: CurrentActor, request: Request, views: Views, cache: Cached,
 async def categories(request: Request, views: Views) -> Response:
     """The service catalogue: what can be reported, and which department handles it."""
     rows = await views.find(Query("categories", order_by=(("id", False),), limit=1000))
-    items = [{k: r[k] for k in ("code", "name", "description", "department")} for r in rows]
+    fields = ("code", "name", "description", "department", "attributes")
+    items = [{k: r.get(k, []) for k in fields} for r in rows if not r.get("retired")]
     return json_value({"items": items, "next_cursor": None}, request, cache_control="public, max-age=60")

@@ -149,6 +149,8 @@ def decide(state: Issue, cmd: c.IssueCommand, actor: Actor, now: datetime) -> li
                 return []
             return [e.IssueAssigned(department=cmd.department)]
         case c.CommentOnIssue():
+            if cmd.comment_id in state.comments:  # a retried command: the comment is already there
+                return []
             return [
                 e.IssueCommented(
                     comment_id=cmd.comment_id, author_id=actor.user_id, body=cmd.body, by_staff=actor.is_staff

@@ -54,7 +54,27 @@ async def open_event_log(settings: Settings) -> tuple[EventStore, EventLog]:
         sqlite_log = SqliteEventLog(settings.event_log)
         await sqlite_log.open()
         return sqlite_log, sqlite_log
-    raise ValueError(f"unsupported SNAPFIX_EVENT_LOG {settings.event_log!r}; expected sqlite:///path")
+    if settings.event_log.startswith("kafka:"):
+        from events.kafka_log import KafkaEventLog, KafkaPublisher, KafkaTopic
+        from events.mongo_store import MongoEventStore
+
+        topic = KafkaTopic.from_url(
+            settings.event_log,
+            name=settings.kafka_topic,
+            partitions=settings.kafka_partitions,
+            replication_factor=settings.kafka_replication_factor,
+            retention_ms=settings.kafka_retention_ms,
+        )
+        kafka_log = KafkaEventLog(topic)
+        await kafka_log.open()
+        publisher = KafkaPublisher(topic, timeout_s=settings.kafka_publish_timeout_ms / 1000)
+        store = MongoEventStore(settings.write_store, publisher)
+        await store.open()
+        kafka_log.close_also(store.close)  # build() registers only the log's close
+        return store, kafka_log
+    raise ValueError(
+        f"unsupported SNAPFIX_EVENT_LOG {settings.event_log!r}; expected sqlite:///path or kafka://host:port"
+    )
 
 
 async def open_view_store(settings: Settings) -> ViewStore:

@@ -19,6 +19,17 @@ class Settings(BaseSettings):
     event_log: str = Field("sqlite:///./data/events.db", description="sqlite:///path or kafka://host:port")
     view_store: str = Field("sqlite:///./data/views.db", description="sqlite:///path or mongodb://host/db")
     cache: str = Field("memory://", description="memory:// or redis://host:port/db")
+    write_store: str = Field(
+        "mongodb://127.0.0.1:27017/snapfix_write",
+        description="with a kafka:// event log: the MongoDB database the command side decides against",
+    )
+    kafka_topic: str = Field("snapfix.events", description="the event log's topic, created by the project")
+    kafka_partitions: int = Field(6, ge=1, le=1000, description="partitions when the project creates the topic")
+    kafka_replication_factor: int = Field(1, ge=1, description="1 on a single broker; 3 in production")
+    kafka_retention_ms: int = Field(-1, ge=-1, description="-1 keeps events forever: the topic is the log")
+    kafka_publish_timeout_ms: int = Field(
+        5000, ge=100, description="how long a command waits for Kafka before leaving its events to the relay"
+    )
 
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)

@@ -13,18 +13,24 @@ import pytest
 from events.envelope import Envelope
 from events.ports import Claim, ClaimTaken, ConcurrencyConflict, EventLog, EventStore
 from events.sqlite_log import SqliteEventLog
-from tests.contract.backends import sqlite_url
+from tests.contract.backends import require_engine, sqlite_url
+from tests.kafka_scratch import kafka_scratch
 
 Backend = tuple[EventStore, EventLog]
 
 
-@pytest.fixture(params=["sqlite"])
+@pytest.fixture(params=["sqlite", pytest.param("kafka", marks=pytest.mark.engines)])
 async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Backend]:
     if request.param == "sqlite":
         log = SqliteEventLog(sqlite_url(tmp_path, "events"))
         await log.open()
         yield log, log
         await log.close()
+    elif request.param == "kafka":
+        require_engine("kafka")
+        require_engine("mongodb")
+        async with kafka_scratch() as scratch:
+            yield await scratch.store(), await scratch.log()
 
 
 def events_for(aggregate_id: str, after: int, n: int, kind: str = "IssueUpvoted") -> list[Envelope]:

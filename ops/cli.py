@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -155,6 +156,23 @@ def users_create(
 
 
 operator_cli.register(app, _settings)
+
+
+@app.command()
+def capacity(
+    rps: Annotated[float, typer.Option(help="requests per second to carry")] = 50_000,
+    users: Annotated[int, typer.Option(help="concurrent users")] = 100_000,
+    p99_ms: Annotated[float, typer.Option("--p99-ms", help="p99 latency each process must hold")] = 100,
+    results: Annotated[Path | None, typer.Option(help="results file (default bench/results.json)")] = None,
+) -> None:
+    """Size the fleet for a target load from the per-core figures bench/run measured (bench/results.json)."""
+    from ops.capacity import RESULTS, run
+
+    try:
+        typer.echo(run(rps, users, p99_ms, results or RESULTS))
+    except (FileNotFoundError, ValueError) as e:
+        typer.echo(f"snapfix: {e}", err=True)
+        raise typer.Exit(1) from None
 
 
 def main() -> None:

@@ -1,0 +1,1 @@
+"""Benchmarks beside their ceilings, and the capacity model that scales their per-core figures out."""

@@ -1,0 +1,386 @@
+"""``python -m bench.harness [--quick]``: every measurement of issue 8, side by side with its ceiling.
+
+Writes ``bench/results.json`` (read by ``snapfix capacity``), ``bench/RESULTS.md`` and ``bench/plots/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from bench import loadgen, raw
+from bench.loadgen import COMMANDS, Stats, find_peak, summarise, write_targets
+from bench.procs import ROOT, Server, load_core, pin_self_to_load_core, port_open, server_core, snapfix_server
+from bench.procs import uvicorn_server as uvicorn_app
+from bench.workload import ARGON2_CLASSES, MIX, Targets, World, classify, prepare, report_body
+
+BENCH = ROOT / "bench"
+REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
+MONGO_URL = os.environ.get("BENCH_MONGO_URL", "mongodb://127.0.0.1:27017/")
+KAFKA = os.environ.get("BENCH_KAFKA", "127.0.0.1:9092")
+
+
+class Profile:
+    def __init__(self, quick: bool) -> None:
+        self.quick = quick
+        self.step_s = 3.0 if quick else 10.0
+        self.half_peak_s = 5.0 if quick else 30.0
+        self.users = 48 if quick else 256
+        self.issues_per_user = 5 if quick else 20
+        self.projector_events = 30_000 if quick else 1_000_000
+        self.mongo_projector_events = 2_000 if quick else 50_000  # FerretDB on SQLite writes ~100 docs/s here
+        self.mongo_docs = 2_000 if quick else 20_000
+        self.raw_docs = 20_000 if quick else 200_000
+        self.kafka_msgs = 20_000 if quick else 200_000
+        self.kafka_sequential = 500 if quick else 5_000
+        self.redis_requests = 100_000 if quick else 1_000_000
+        self.loop_s = 3.0 if quick else 10.0
+        self.freshness_samples = 60 if quick else 400
+        # (phase, fraction of the mix capacity, seconds)
+        scale = 1 if quick else 6
+        self.phases = [
+            ("warm-up", 0.2, 5 * scale), ("ramp-up 40 %", 0.4, 4 * scale), ("ramp-up 60 %", 0.6, 4 * scale),
+            ("ramp-up 80 %", 0.8, 4 * scale), ("peak", 1.0, 10 * scale), ("sustained", 0.8, 20 * scale),
+            ("stress", 1.5, 8 * scale), ("cool-down", 0.2, 5 * scale),
+        ]  # fmt: skip
+
+
+def machine() -> dict[str, Any]:
+    def sh(cmd: list[str]) -> str:
+        try:
+            return subprocess.run(cmd, capture_output=True, text=True, check=False).stdout.strip()
+        except OSError:
+            return "?"
+
+    cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
+                if ln.startswith("model name")), platform.processor())  # fmt: skip
+    mem_kib = int(next(ln.split()[1] for ln in Path("/proc/meminfo").read_text().splitlines()
+                       if ln.startswith("MemTotal")))  # fmt: skip
+    from importlib.metadata import PackageNotFoundError, version
+
+    def v(pkg: str) -> str:
+        try:
+            return version(pkg)
+        except PackageNotFoundError:
+            return "-"
+
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "memory_gib": round(mem_kib / 1024 / 1024, 1),
+        "kernel": platform.release(),
+        "os": sh(["sh", "-c", ". /etc/os-release && echo $PRETTY_NAME"]),
+        "python": platform.python_version(),
+        "packages": {p: v(p) for p in ("fastapi", "uvicorn", "uvloop", "httptools", "starlette", "pydantic",
+                                        "orjson", "argon2-cffi", "aiokafka", "pymongo", "redis", "matplotlib")},
+        "tools": {
+            "vegeta": "v12.12.0 (go install github.com/tsenart/vegeta/v12@v12.12.0)",
+            "wrk": sh(["sh", "-c", "dpkg-query -W -f='${Version}' wrk 2>/dev/null"]),
+            "redis-benchmark": sh(["redis-benchmark", "--version"]) if shutil.which("redis-benchmark") else "-",
+            "redis-server": sh(["redis-server", "--version"]) if shutil.which("redis-server") else "-",
+            "go": sh(["go", "version"]) if shutil.which("go") else "-",
+        },
+        "pinning": f"servers on core {server_core()}, load generators and raw clients on core {load_core()}; "
+        "the engines (Kafka, FerretDB, Redis) are shared and unpinned",
+        "load_before": os.getloadavg(),
+    }
+
+
+def fetch_detail(base: str, issue: str) -> dict[str, Any]:
+    """The bytes and headers of a cached detail read, for the bare ASGI ceiling."""
+    for _ in range(2):
+        with urllib.request.urlopen(f"{base}/v1/issues/{issue}", timeout=5) as r:  # noqa: S310
+            body, headers = r.read(), r.getheaders()
+    keep = [(k.lower(), v) for k, v in headers if k.lower() in ("content-type", "etag", "cache-control")]
+    return {"body": body.decode(), "headers": keep}
+
+
+def peak_entry(peak: float, curve: list[Stats], half: Stats | None, wrk: float | None = None) -> dict[str, Any]:
+    return {
+        "peak_rps": peak,
+        "curve": [s.dict() for s in curve],
+        "at_half_peak": half.dict() if half else None,
+        "wrk_rps": wrk,
+    }
+
+
+class Run:
+    def __init__(self, prof: Profile, work: Path) -> None:
+        self.p = prof
+        self.work = work
+        self.logs = work / "logs"
+        self.logs.mkdir()
+        self.results: dict[str, Any] = {"ceilings": {}, "paths": {}, "projector": {}, "notes": []}
+
+    def note(self, text: str) -> None:
+        print(f"[bench] {text}", file=sys.stderr, flush=True)
+        self.results["notes"].append(text)
+
+    def say(self, text: str) -> None:
+        print(f"[bench] {text}", file=sys.stderr, flush=True)
+
+    # --- HTTP ------------------------------------------------------------------------------------
+
+    def measure(self, name: str, targets: Any, start: float, *, wrk_url: str | None = None,
+                p99_limit_ms: float = 1000.0) -> dict[str, Any]:  # fmt: skip
+        """Step to the peak, then hold half the peak for a latency figure that is not at saturation."""
+        self.say(f"{name}: stepping from {start:g}/s")
+        peak, curve = find_peak(targets, self.work, name, start=start, step_s=self.p.step_s,
+                                p99_limit_ms=p99_limit_ms, between=lambda: time.sleep(1))  # fmt: skip
+        half = None
+        if peak > 0:
+            rate = peak / 2
+            path = targets(rate, self.p.half_peak_s) if callable(targets) else targets
+            half = summarise(loadgen.attack(path, rate, self.p.half_peak_s, self.work, name), rate)
+        wrk = loadgen.wrk(wrk_url, self.p.step_s) if wrk_url else None
+        self.say(f"{name}: peak {peak:,.0f}/s" + (f", wrk {wrk:,.0f}/s" if wrk else ""))
+        return peak_entry(peak, curve, half, wrk)
+
+    def http(self, base: str, world: World, tg: Targets) -> None:
+        hot = world.issues[: max(1, len(world.issues) // 5)]
+        spec = fetch_detail(base, hot[0])
+        body_file = self.work / "detail.json"
+        body_file.write_bytes(orjson.dumps(spec))
+        self.results["detail_bytes"] = len(spec["body"])
+        bare = uvicorn_app("bare-asgi", "bench.ceilings:bare_app", {"BENCH_BODY_FILE": str(body_file)}, self.logs,
+                           factory=True)  # fmt: skip
+        fast = uvicorn_app("fastapi-const", "bench.ceilings:fastapi_app", {}, self.logs, factory=True)
+        c, paths = self.results["ceilings"], self.results["paths"]
+        with bare:
+            t = write_targets(self.work / "bare.jsonl", [loadgen.Target("GET", f"{bare.base}/v1/issues/{hot[0]}")])
+            c["bare_asgi_get"] = self.measure("bare_asgi_get", t, 1000, wrk_url=f"{bare.base}/v1/issues/{hot[0]}")
+        with fast:
+            t = write_targets(self.work / "fget.jsonl", [loadgen.Target("GET", f"{fast.base}/const")])
+            c["fastapi_const_get"] = self.measure("fastapi_const_get", t, 1000, wrk_url=f"{fast.base}/const")
+            t = write_targets(self.work / "fpost.jsonl", [
+                loadgen.Target("POST", f"{fast.base}/const", {"content-type": "application/json",
+                               "authorization": f"Bearer {world.users[0].access}"}, report_body(1))])  # fmt: skip
+            c["fastapi_const_post"] = self.measure("fastapi_const_post", t, 500)
+        # warm the cache: every hot issue read once
+        warm = write_targets(self.work / "warm.jsonl", tg.of("issue.view", 2000))
+        loadgen.attack(warm, 500, 2, self.work, "warm")
+        views = write_targets(self.work / "views.jsonl", [loadgen.Target("GET", f"{base}/v1/issues/{i}") for i in hot])
+        paths["cached_read"] = self.measure("cached_read", views, 500, wrk_url=f"{base}/v1/issues/{hot[0]}")
+        paths["browse"] = self.measure("browse", tg.file_for("browse.list", self.work), 100)
+        paths["healthz"] = self.measure("healthz", write_targets(self.work / "h.jsonl", tg.of("health.healthz", 1)),
+                                        500, wrk_url=f"{base}/healthz")  # fmt: skip
+        paths["create_issue"] = self.measure("create_issue", tg.file_for("issue.create", self.work), 50)
+        paths["upvote"] = self.measure("upvote", tg.file_for("issue.upvote", self.work), 50)
+        paths["sign_in"] = self.measure("sign_in", tg.file_for("user.sign_in", self.work), 2, p99_limit_ms=5000)
+        for path, ceiling, target in (("cached_read", "bare_asgi_get", 0.5), ("browse", "fastapi_const_get", None),
+                                      ("healthz", "fastapi_const_get", None),
+                                      ("create_issue", "fastapi_const_post", 0.4),
+                                      ("upvote", "fastapi_const_post", 0.4), ("sign_in", "fastapi_const_post", None)):
+            ceil = c[ceiling]["peak_rps"]
+            entry = paths[path]
+            entry.update(ceiling=ceiling, ceiling_rps=ceil, target_ratio=target,
+                         vegeta_ratio=entry["peak_rps"] / ceil if ceil else None)  # fmt: skip
+            entry["ratio"] = entry["vegeta_ratio"]
+            if entry.get("wrk_rps") and c[ceiling].get("wrk_rps"):
+                # one vegeta on one core tops out near 10k req/s: above that wrk is the fairer ceiling
+                entry["wrk_ratio"] = entry["wrk_rps"] / c[ceiling]["wrk_rps"]
+                entry["ratio"] = entry["wrk_ratio"]
+                entry["ratio_by"] = "wrk"
+
+    # --- raw engines ------------------------------------------------------------------------------
+
+    async def engines(self) -> None:
+        c, p = self.results["ceilings"], self.p
+        self.say("raw SQLite upsert")
+        c["sqlite_bulk_upsert"] = raw.sqlite_bulk_upsert(self.work / "raw-upsert.db", p.raw_docs)
+        c["memory_cache_get"] = await raw.memory_cache_get_loop(p.loop_s, 32)
+        if port_open("127.0.0.1", 6379):
+            self.say("redis-benchmark and redis-py loops")
+            c["redis_benchmark_get"] = raw.redis_benchmark(6379, p.redis_requests)
+            for n in (1, 32):
+                c[f"redis_py_get_c{n}"] = await raw.redis_py_get_loop(REDIS_URL, p.loop_s, n)
+                try:
+                    self.results["paths"][f"redis_cache_get_c{n}"] = {
+                        **await raw.cache_adapter_get_loop(REDIS_URL, p.loop_s, n), "ceiling": f"redis_py_get_c{n}"}
+                except ImportError as e:
+                    self.note(f"RedisCache adapter not importable ({e}): cache path vs redis-py not measured")
+        else:
+            self.note("Redis is not running on 6379: redis ceilings skipped (ops/engines.sh start)")
+        if port_open("127.0.0.1", 27017):
+            self.say("raw Mongo (FerretDB) bulk upsert")
+            c["mongo_bulk_upsert"] = await raw.mongo_bulk_upsert(MONGO_URL, p.mongo_docs)
+        else:
+            self.note("FerretDB/Mongo is not running on 27017: Mongo ceilings skipped")
+        if port_open("127.0.0.1", 9092):
+            self.say("raw aiokafka producer and consumer")
+            kafka = await raw.kafka_ceilings(KAFKA, p.kafka_msgs, p.kafka_sequential)
+            self.results["event_bytes"] = kafka.pop("event_bytes")
+            c.update(kafka)
+        else:
+            self.note("Kafka is not running on 9092: Kafka ceilings skipped")
+        for name, ceil in (("redis_cache_get_c1", "redis_py_get_c1"), ("redis_cache_get_c32", "redis_py_get_c32")):
+            path = self.results["paths"].get(name)
+            if path and ceil in c:
+                path["ratio"] = path["value"] / c[ceil]["value"]
+
+    async def projector(self) -> None:
+        from bench import projection
+        from projectors.sqlite_views import SqliteViewStore
+
+        p, c = self.p, self.results["ceilings"]
+        log_path = self.work / "backlog.db"
+        self.say(f"pre-filling a SQLite log with {p.projector_events:,} events")
+        total = await projection.prefill(log_path, p.projector_events)
+        c["sqlite_log_read"] = raw.sqlite_raw_read(log_path)
+        self.say("projector catch-up into SQLite views")
+        views = SqliteViewStore(f"sqlite:///{self.work / 'proj-views.db'}")
+        emb = await projection.catch_up(log_path, views, total)
+        await views.close()
+        ceiling = min(c["sqlite_log_read"]["value"], c["sqlite_bulk_upsert"]["value"])
+        emb.update(ceiling_eps=ceiling, ratio=emb["events_per_s"] / ceiling, target_ratio=0.5,
+                   ceiling_how="min(raw SQLite log read, raw SQLite bulk upsert)")  # fmt: skip
+        self.results["projector"]["embedded"] = emb
+        if "mongo_bulk_upsert" in c:
+            small = self.work / "backlog-small.db"
+            total_small = await projection.prefill(small, p.mongo_projector_events)
+            try:
+                from projectors.mongo_views import MongoViewStore
+
+                db = f"bench_proj_{os.getpid()}"
+                store = MongoViewStore(MONGO_URL.rstrip("/") + "/" + db)
+                self.say("projector catch-up into Mongo (FerretDB) views")
+                mongo = await projection.catch_up(small, store, total_small)
+                await store._client.drop_database(db)  # the bench's own throw-away database
+                await store.close()
+                ceiling = min(c["sqlite_log_read"]["value"], c["mongo_bulk_upsert"]["value"])
+                mongo.update(ceiling_eps=ceiling, ratio=mongo["events_per_s"] / ceiling, target_ratio=0.5,
+                             ceiling_how="min(raw SQLite log read, raw Mongo bulk upsert)")  # fmt: skip
+                self.results["projector"]["sqlite_log_mongo_views"] = mongo
+            except Exception as e:  # noqa: BLE001 - an adapter still landing must not sink the whole run
+                self.note(f"projector into Mongo views not measured: {type(e).__name__}: {e}")
+
+    # --- the mix ----------------------------------------------------------------------------------
+
+    def mix(self, base: str, world: World, tg: Targets) -> None:
+        from bench.probe import Background, cache_counters, freshness, hit_ratio
+
+        out: dict[str, Any] = {"shares": dict(MIX)}
+        self.say("freshness probe on an idle server")
+        out["freshness_idle"] = asyncio.run(freshness(world, self.p.freshness_samples // 2, 10))
+        self.say("mix: stepping to its capacity at p99 <= 100 ms (argon2 requests judged apart)")
+        cap, curve = find_peak(tg.file_for("mix", self.work), self.work, "mix", start=25, step_s=self.p.step_s,
+                               p99_limit_ms=100, between=lambda: time.sleep(1),
+                               judged=lambda rs: [r for r in rs if classify(r) not in ARGON2_CLASSES])  # fmt: skip
+        cap = cap / (1 - sum(s for k, s in MIX if k in ARGON2_CLASSES) / 100)  # back to all requests
+        out["capacity_rps"] = cap
+        out["calibration"] = [s.dict() for s in curve]
+        if cap <= 0:
+            self.note("the mix held no step at p99 <= 100 ms; phases run from 10 req/s")
+            cap = 10
+        phases = []
+        total_before = cache_counters(base)
+        for name, frac, secs in self.p.phases:
+            rate = max(1.0, cap * frac)
+            self.say(f"mix phase {name}: {rate:,.0f} req/s for {secs}s")
+            before = cache_counters(base)
+            path = tg.file_for("mix", self.work)(rate, secs)
+            probe = None
+            if name == "sustained":
+                samples = max(10, int(secs * 2))
+                with Background(lambda s=samples: freshness(world, s, 2)) as probe:
+                    results = loadgen.attack(path, rate, secs, self.work, "mix")
+            else:
+                results = loadgen.attack(path, rate, secs, self.work, "mix")
+            classes = loadgen.by_class(results, classify, rate)
+            phases.append({
+                "phase": name, "fraction": frac, "seconds": secs, **summarise(results, rate).dict(),
+                "cache_hit_ratio": hit_ratio(before, cache_counters(base)),
+                "argon2": summarise([r for r in results if classify(r) in ARGON2_CLASSES], rate).dict()
+                if any(classify(r) in ARGON2_CLASSES for r in results) else None,
+                "classes": {k: v.dict() for k, v in classes.items()},
+                "freshness": probe.result if probe else None,
+            })  # fmt: skip
+            time.sleep(1)
+        out["phases"] = phases
+        out["cache_hit_ratio"] = hit_ratio(total_before, cache_counters(base))
+        if out["cache_hit_ratio"] is None:
+            self.note("/metrics exports no cache hit/miss counter yet: the mix's cache hit ratio is not measured")
+        self.results["mix"] = out
+
+    def argon2_cost(self) -> None:
+        from argon2 import PasswordHasher
+
+        from snapfix.settings import Settings
+
+        s = Settings()
+        hasher = PasswordHasher(time_cost=s.argon2_time_cost, memory_cost=s.argon2_memory_kib)
+        digest = hasher.hash("correct horse battery staple")
+        n, t0 = 0, time.perf_counter()
+        while time.perf_counter() - t0 < 2:
+            hasher.verify(digest, "correct horse battery staple")
+            n += 1
+        per = (time.perf_counter() - t0) / n
+        self.results["argon2"] = {"verify_ms": per * 1000, "per_core_per_s": 1 / per,
+                                  "time_cost": s.argon2_time_cost, "memory_kib": s.argon2_memory_kib}  # fmt: skip
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--quick", action="store_true", help="a run of a few minutes")
+    ap.add_argument("--keep", action="store_true", help="keep the temporary data directory")
+    args = ap.parse_args()
+    pin_self_to_load_core()
+    prof = Profile(args.quick)
+    work = Path(tempfile.mkdtemp(prefix="snapfix-bench-"))
+    run = Run(prof, work)
+    started = time.time()
+    run.results["meta"] = {"quick": args.quick, "started": datetime.now(UTC).isoformat(timespec="seconds"),
+                           "machine": machine(), "work_dir": str(work)}  # fmt: skip
+    env = {
+        "SNAPFIX_EVENT_LOG": f"sqlite:///{work / 'events.db'}",
+        "SNAPFIX_VIEW_STORE": f"sqlite:///{work / 'views.db'}",
+        "SNAPFIX_CACHE": "memory://",
+        "SNAPFIX_ACCESS_TOKEN_TTL_S": "14400",
+    }
+    server: Server = snapfix_server("snapfix-embedded", env, run.logs)
+    run.results["meta"]["server"] = {"argv": " ".join(server.argv), "env": env}
+    try:
+        run.argon2_cost()
+        with server:
+            run.say(f"embedded server on {server.base}; registering {prof.users} users (argon2)")
+            world = asyncio.run(prepare(server.base, prof.users, prof.issues_per_user))
+            run.results["setup"] = {"users": len(world.users), "issues": len(world.issues),
+                                    "sign_in_ms_p50": sorted(world.signin_seconds)[len(world.signin_seconds) // 2]
+                                    * 1000}  # fmt: skip
+            tg = Targets(world)
+            run.http(server.base, world, tg)
+            run.mix(server.base, world, tg)
+        asyncio.run(run.engines())
+        asyncio.run(run.projector())
+    finally:
+        server.stop()
+        run.results["meta"]["commands"] = COMMANDS
+        run.results["meta"]["seconds"] = time.time() - started
+        run.results["meta"]["load_after"] = os.getloadavg()
+        analysis = BENCH / "ANALYSIS.md"
+        if analysis.exists():
+            run.results["analysis"] = analysis.read_text()
+        (BENCH / "results.json").write_bytes(orjson.dumps(run.results, option=orjson.OPT_INDENT_2))
+        from bench import report
+
+        report.write(run.results, BENCH)
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+    run.say(f"done in {time.time() - started:.0f}s: bench/RESULTS.md, bench/results.json, bench/plots/")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,242 @@
+"""The workload: pre-registered users with tokens, pre-reported issues, and vegeta targets for each path and the mix.
+
+The mix follows the original design: 40 % issue reporting (create, update, view),
+30 % browsing (list, filter), 20 % user management (register, sign in, profile),
+10 % health checks. Sign-in and registration hash with argon2 (tens of ms of CPU
+each), so their share inside user management is what a real session rate gives:
+a user signs in once a session. Token refresh is left out: refresh tokens rotate with
+reuse detection, so a replayed target file would revoke the users' sessions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import random
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlparse
+
+import httpx
+import orjson
+
+from bench.loadgen import Result, Target, write_targets
+
+PASSWORD = "correct horse battery staple"
+CATEGORIES = ("pothole", "streetlight", "garbage", "graffiti", "water-leak", "sidewalk", "tree", "noise")
+STATUSES = ("reported", "acknowledged")
+
+# (class, share in percent): the original design's four groups, split into the requests they name
+MIX: tuple[tuple[str, float], ...] = (
+    ("issue.create", 10.0),
+    ("issue.update", 4.0),
+    ("issue.upvote", 3.0),
+    ("issue.comment", 3.0),
+    ("issue.view", 20.0),
+    ("browse.list", 12.0),
+    ("browse.filter_status", 6.0),
+    ("browse.filter_category", 6.0),
+    ("browse.sort_upvotes", 3.0),
+    ("browse.filter_department", 3.0),
+    ("user.profile_view", 16.25),
+    ("user.profile_update", 3.0),
+    ("user.sign_in", 0.5),
+    ("user.register", 0.25),
+    ("health.healthz", 7.0),
+    ("health.readyz", 3.0),
+)
+GROUPS = {"issue": "issue reporting (40 %)", "browse": "browsing (30 %)", "user": "user management (20 %)",
+          "health": "health checks (10 %)"}  # fmt: skip
+WRITE_CLASSES = frozenset(
+    {"issue.create", "issue.update", "issue.upvote", "issue.comment", "user.profile_update", "user.register"}
+)
+ARGON2_CLASSES = frozenset({"user.sign_in", "user.register"})
+
+
+@dataclass
+class User:
+    email: str
+    id: str = ""
+    access: str = ""
+    refresh: str = ""
+    issues: list[str] = field(default_factory=list)
+
+
+@dataclass
+class World:
+    """What the server holds before load starts."""
+
+    base: str
+    users: list[User]
+    issues: list[str]
+    signin_seconds: list[float] = field(default_factory=list)
+
+
+def report_body(i: int) -> bytes:
+    rnd = random.Random(i)
+    return orjson.dumps(
+        {
+            "title": f"Pothole number {i} on Main Street",
+            "description": "Deep enough to lose a wheel, near the bus stop.",
+            "category": rnd.choice(CATEGORIES),
+            "location": {"lat": 51.4 + rnd.random() / 5, "lon": -0.2 + rnd.random() / 5},
+            "address": f"{i} Main Street",
+        }
+    )
+
+
+async def prepare(base: str, n_users: int, issues_per_user: int, concurrency: int = 4) -> World:
+    """Register and sign in ``n_users`` citizens (argon2: the slow part) and report their first issues."""
+    users = [User(f"bench-{uuid.uuid4().hex[:10]}@example.org") for _ in range(n_users)]
+    world = World(base, users, [])
+    sem = asyncio.Semaphore(concurrency)
+    async with httpx.AsyncClient(base_url=base, timeout=60) as client:
+
+        async def onboard(u: User) -> None:
+            async with sem:
+                r = await client.post("/v1/users", json={"email": u.email, "password": PASSWORD, "display_name": "B"})
+                r.raise_for_status()
+                u.id = r.json()["id"]
+                t0 = asyncio.get_running_loop().time()
+                r = await client.post("/v1/auth/token", data={"username": u.email, "password": PASSWORD})
+                world.signin_seconds.append(asyncio.get_running_loop().time() - t0)
+                r.raise_for_status()
+                u.access, u.refresh = r.json()["access_token"], r.json()["refresh_token"]
+
+        await asyncio.gather(*(onboard(u) for u in users))
+        counter = itertools.count()
+        last = ""
+
+        async def report(u: User) -> None:
+            nonlocal last
+            async with sem:
+                for _ in range(issues_per_user):
+                    r = await client.post("/v1/issues", content=report_body(next(counter)), headers=_auth(u))
+                    r.raise_for_status()
+                    u.issues.append(r.json()["id"])
+                    last = r.json()["position"]
+
+        await asyncio.gather(*(report(u) for u in users))
+        world.issues = [i for u in users for i in u.issues]
+        # read each issue once with its token, so the views hold it before measuring
+        await client.get(f"/v1/issues/{world.issues[-1]}", headers={"X-Consistency-Token": last})
+    return world
+
+
+def _auth(u: User) -> dict[str, str]:
+    return {"authorization": f"Bearer {u.access}", "content-type": "application/json"}
+
+
+class Targets:
+    """Builds vegeta targets for one request class at a time, or for the weighted mix."""
+
+    def __init__(self, world: World, seed: int = 8) -> None:
+        self.w = world
+        self.rnd = random.Random(seed)
+        self.counter = itertools.count(100_000)
+
+    def one(self, kind: str) -> Target:
+        w, rnd, b = self.w, self.rnd, self.w.base
+        u = rnd.choice(w.users)
+        hot = w.issues[: max(1, len(w.issues) // 5)]  # reads favour recent, popular issues
+        if kind == "issue.create":
+            return Target("POST", f"{b}/v1/issues", _auth(u), report_body(next(self.counter)))
+        if kind == "issue.update":
+            owner = rnd.choice([x for x in w.users if x.issues])
+            body = orjson.dumps({"description": f"Update {next(self.counter)}: it got worse."})
+            return Target("PATCH", f"{b}/v1/issues/{rnd.choice(owner.issues)}", _auth(owner), body)
+        if kind == "issue.upvote":
+            return Target("PUT", f"{b}/v1/issues/{rnd.choice(w.issues)}/upvote", _auth(u))
+        if kind == "issue.comment":
+            body = orjson.dumps({"body": f"Seen it too ({next(self.counter)})."})
+            return Target("POST", f"{b}/v1/issues/{rnd.choice(w.issues)}/comments", _auth(u), body)
+        if kind == "issue.view":
+            return Target("GET", f"{b}/v1/issues/{rnd.choice(hot)}")
+        if kind == "browse.list":
+            return Target("GET", f"{b}/v1/issues?limit=20")
+        if kind == "browse.filter_status":
+            return Target("GET", f"{b}/v1/issues?status={rnd.choice(STATUSES)}&limit=20")
+        if kind == "browse.filter_category":
+            return Target("GET", f"{b}/v1/issues?category={rnd.choice(CATEGORIES)}&limit=20")
+        if kind == "browse.sort_upvotes":
+            return Target("GET", f"{b}/v1/issues?sort=upvotes&limit=20")
+        if kind == "browse.filter_department":
+            return Target("GET", f"{b}/v1/issues?department=roads&sort=updated&limit=20")
+        if kind == "user.profile_view":
+            return Target("GET", f"{b}/v1/users/me", {"authorization": f"Bearer {u.access}"})
+        if kind == "user.profile_update":
+            body = orjson.dumps({"display_name": f"Bench {next(self.counter)}"})
+            return Target("PATCH", f"{b}/v1/users/me", _auth(u), body)
+        if kind == "user.refresh":
+            return Target("POST", f"{b}/v1/auth/refresh", _auth(u), orjson.dumps({"refresh_token": u.refresh}))
+        if kind == "user.sign_in":
+            form = f"username={u.email.replace('@', '%40')}&password={PASSWORD.replace(' ', '+')}".encode()
+            return Target("POST", f"{b}/v1/auth/token", {"content-type": "application/x-www-form-urlencoded"}, form)
+        if kind == "user.register":
+            body = orjson.dumps(
+                {"email": f"new-{uuid.uuid4().hex[:12]}@example.org", "password": PASSWORD, "display_name": "N"}
+            )
+            return Target("POST", f"{b}/v1/users", {"content-type": "application/json"}, body)
+        if kind == "health.healthz":
+            return Target("GET", f"{b}/healthz")
+        if kind == "health.readyz":
+            return Target("GET", f"{b}/readyz")
+        raise ValueError(kind)
+
+    def of(self, kind: str, n: int) -> list[Target]:
+        return [self.one(kind) for _ in range(n)]
+
+    def mix(self, n: int) -> list[Target]:
+        """``n`` targets in the mix's proportions, shuffled (vegeta cycles through them in order)."""
+        kinds = [k for k, _ in MIX]
+        weights = [s for _, s in MIX]
+        return [self.one(k) for k in self.rnd.choices(kinds, weights, k=n)]
+
+    def file_for(self, kind: str, work: Path):
+        """A callable giving a fresh targets file sized for each step (so every create or register is new)."""
+
+        def build(rate: float, duration_s: float) -> Path:
+            n = max(200, int(rate * duration_s * 1.05))
+            if kind == "mix":
+                ts = self.mix(n)
+            elif kind in ("issue.view", "issue.upvote"):
+                ts = self.of(kind, min(n, 20_000))
+            else:
+                ts = self.of(kind, n)
+            return write_targets(work / f"targets-{kind}.jsonl", ts)
+
+        return build
+
+
+def classify(r: Result) -> str:
+    """The mix class of a vegeta result, from its method and path."""
+    path = urlparse(r.url).path
+    q = urlparse(r.url).query
+    m = r.method
+    if path == "/healthz":
+        return "health.healthz"
+    if path == "/readyz":
+        return "health.readyz"
+    if path == "/v1/users":
+        return "user.register"
+    if path == "/v1/auth/token":
+        return "user.sign_in"
+    if path == "/v1/auth/refresh":
+        return "user.refresh"
+    if path == "/v1/users/me":
+        return "user.profile_view" if m == "GET" else "user.profile_update"
+    if path == "/v1/issues":
+        if m == "POST":
+            return "issue.create"
+        filters = (("status=", "browse.filter_status"), ("category=", "browse.filter_category"),
+                   ("department=", "browse.filter_department"), ("sort=upvotes", "browse.sort_upvotes"))  # fmt: skip
+        for key, kind in filters:
+            if key in q:
+                return kind
+        return "browse.list"
+    if path.endswith("/upvote"):
+        return "issue.upvote"
+    if path.endswith("/comments"):
+        return "issue.comment"
+    return "issue.update" if m == "PATCH" else "issue.view"

@@ -175,6 +175,38 @@ def capacity(
         raise typer.Exit(1) from None
 
 
+@app.command()
+def seed(
+    issues: Annotated[int, typer.Option(min=0, help="issues to report")] = 1000,
+    users: Annotated[int, typer.Option(min=1, help="residents (2 % of them staff)")] = 100,
+    random_seed: Annotated[int, typer.Option("--seed", help="same seed, same city")] = 42,
+    project: Annotated[bool, typer.Option(help="build the views now with the projector")] = True,
+) -> None:
+    """Fill the event log with a realistic city (users, issues, upvotes, status histories) for demos and benches."""
+    from argon2 import PasswordHasher
+
+    from command_api.security import Passwords
+    from ops.seed import SEED_PASSWORD, Plan, write
+
+    settings = _settings()
+
+    async def run() -> tuple[int, int]:
+        container = await bootstrap.build(settings, write=True, read=project, project=project)
+        try:
+            assert container.store is not None
+            hasher = PasswordHasher(time_cost=settings.argon2_time_cost, memory_cost=settings.argon2_memory_kib)
+            password_hash = await Passwords(hasher).hash(SEED_PASSWORD)
+            with typer.progressbar(length=issues + users, label="seeding", file=sys.stderr) as bar:
+                written = await write(container.store, Plan(issues, users, random_seed), password_hash, bar.update)
+            applied = await container.runner.catch_up() if container.runner is not None else 0
+            return written, applied
+        finally:
+            await bootstrap.close(container)
+
+    written, applied = asyncio.run(run())
+    typer.echo(f"snapfix: wrote {written} events; projected {applied}", err=True)
+
+
 def main() -> None:
     try:
         app()

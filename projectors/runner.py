@@ -39,6 +39,10 @@ DEAD_LETTERS = Collection(
 )
 CACHED_COLLECTIONS = frozenset({"issue_detail", "user_profile"})
 BROWSE_GENERATION = "gen:issue_summary"
+# The counter's value as a plain versioned entry, which every Cache adapter can read back
+# (query_api/caching.py keys first pages of browse queries by it).
+BROWSE_GENERATION_VALUE = "gen:issue_summary:value"
+GENERATION_TTL_S = 86_400
 
 
 class ProjectionRunner:
@@ -259,7 +263,10 @@ class ProjectionRunner:
                     await self._view_cache.written(change.collection, change.doc)
         if self._cache is not None and any(isinstance(c, Put) and c.collection == "issue_summary" for c in changes):
             try:
-                await self._cache.incr(BROWSE_GENERATION)
+                generation = await self._cache.incr(BROWSE_GENERATION)
+                await self._cache.put_versioned(
+                    BROWSE_GENERATION_VALUE, generation, str(generation).encode(), GENERATION_TTL_S
+                )
             except CacheError as error:  # a cache that is down serves nothing stale; the views are what count
                 log.warning("projection.cache_unavailable", projector=self.name, reason=str(error))
 

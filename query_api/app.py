@@ -5,12 +5,13 @@ from __future__ import annotations
 from fastapi import APIRouter, FastAPI, Request
 
 from projectors.ports import ViewStoreError
-from query_api.routes import issues, notifications, photos, users
+from query_api.routes import issues, notifications, photos, stats, users
 from snapfix.http import ProblemResponse, problem
 
 router = APIRouter()
 router.include_router(issues.router)
 router.include_router(users.router)
+router.include_router(stats.router)
 router.include_router(photos.router)
 router.include_router(notifications.router)
 

@@ -1,26 +1,43 @@
-"""The read API's dependencies: the view store, the cache, and the consistency token."""
+"""The read API's dependencies: the view store (bounded in time), the caches, and the consistency token."""
 
 from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, Header
+from fastapi import Depends, Header, Request
 
 from projectors.ports import ViewStore
+from query_api.caching import METRICS, PageCache
 from query_api.consistency import wait_for_token
+from query_api.resilience import BoundedViews
 from snapfix.auth import ContainerDep
-from snapfix.cache import ViewCache
+from snapfix.cache import CacheStats, ViewCache
 from snapfix.http import ProblemError
+
+VIEW_TIMEOUT_S = 0.8  # a store slower than this is down, as far as a reader is concerned: 503 within a second
+PAGE_TTL_S = 60
 
 
 def views(c: ContainerDep) -> ViewStore:
     assert c.views is not None, "this process does not serve queries"
-    return c.views
+    return BoundedViews(c.views, VIEW_TIMEOUT_S)
 
 
 def view_cache(c: ContainerDep) -> ViewCache:
     assert c.view_cache is not None
+    METRICS.track(c.view_cache.stats, "views")
     return c.view_cache
+
+
+def page_cache(c: ContainerDep, request: Request) -> PageCache:
+    """One page cache per app, over the container's cache (built on first use)."""
+    pages: PageCache | None = getattr(request.app.state, "page_cache", None)
+    if pages is None:
+        assert c.cache is not None
+        pages = PageCache(c.cache, PAGE_TTL_S, CacheStats())
+        METRICS.track(pages.stats, "browse")
+        request.app.state.page_cache = pages
+    return pages
 
 
 async def consistent(
@@ -46,4 +63,5 @@ async def consistent(
 
 Views = Annotated[ViewStore, Depends(views)]
 Cached = Annotated[ViewCache, Depends(view_cache)]
+Pages = Annotated[PageCache, Depends(page_cache)]
 Consistent = Annotated[str | None, Depends(consistent)]

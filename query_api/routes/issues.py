@@ -5,12 +5,12 @@ from __future__ import annotations
 from typing import Annotated
 
 import orjson
-from fastapi import APIRouter, Path, Query, Request, Response
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
 
-from projectors.ports import Cond
+from projectors.ports import Cond, Doc, ViewStore, ViewStoreUnavailable
 from projectors.ports import Query as ViewQuery
-from query_api.browse import BadCursor, Browse, Sort
-from query_api.deps import Cached, Consistent, Views
+from query_api.browse import BadParameter, Browse, Sort, parse_bbox, parse_near
+from query_api.deps import Cached, Consistent, Pages, Views
 from query_api.public import public_detail
 from query_api.responses import READ_ERRORS, json_bytes, json_value
 from query_api.time_travel import detail_as_of
@@ -35,15 +35,20 @@ Stamp = Annotated[
 ]
 
 
-def _public_summary(doc: dict) -> dict:
-    return {k: v for k, v in doc.items() if k not in ("lat", "lon")}
+Bbox = Annotated[
+    str | None,
+    Query(max_length=120, pattern=r"^[0-9eE.,+\-]+$", description="minLon,minLat,maxLon,maxLat: -0.2,51.4,0.0,51.6"),
+]
+Near = Annotated[
+    str | None, Query(max_length=80, pattern=r"^[0-9eE.,+\-]+$", description="lat,lon: only issues within radius_m")
+]
+Radius = Annotated[float | None, Query(gt=0, le=50_000, description="metres around `near` (default 1000)")]
+Text = Annotated[
+    str | None, Query(min_length=1, max_length=200, description="words in the title, description, address or category")
+]
 
 
-@router.get("/v1/issues")
-async def browse(
-    request: Request,
-    views: Views,
-    freshness: Consistent,
+def browse_params(
     c: ContainerDep,
     status: Filter = None,
     category: Filter = None,
@@ -51,34 +56,59 @@ async def browse(
     reporter: Filter = None,
     created_after: Stamp = None,
     created_before: Stamp = None,
+    bbox: Bbox = None,
+    near: Near = None,
+    radius_m: Radius = None,
+    q: Text = None,
     sort: Sort = "newest",
     cursor: Annotated[str | None, Query(max_length=512)] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
-) -> Response:
-    """Browse issues, filtered and sorted, a page at a time: follow `next_cursor` until it is null."""
-    params = Browse(
-        status,
-        category,
-        department,
-        reporter,
-        _utc(created_after),
-        _utc(created_before),
-        sort,
-        cursor,
-        min(limit, c.settings.max_page_size),
-    )
+) -> Browse:
+    """The browse parameters, checked: each malformed one is a 400 problem naming it."""
+    if radius_m is not None and near is None:
+        raise ProblemError(400, "bad-near", "Bad near", "radius_m needs near=lat,lon")
     try:
-        query = params.query()
-    except BadCursor as e:
-        raise ProblemError(400, "bad-cursor", "Bad cursor", str(e)) from None
-    rows = await views.find(query)
-    items, next_cursor = params.page(rows)
-    return json_value(
-        {"items": [_public_summary(d) for d in items], "next_cursor": next_cursor},
-        request,
-        freshness=freshness,
-        cache_control="public, max-age=2",
-    )
+        return Browse(
+            status,
+            category,
+            department,
+            reporter,
+            _utc(created_after),
+            _utc(created_before),
+            sort,
+            cursor,
+            min(limit, c.settings.max_page_size),
+            bbox=None if bbox is None else parse_bbox(bbox),
+            near=None if near is None else parse_near(near, radius_m),
+            q=q,
+        )
+    except BadParameter as e:
+        raise ProblemError(400, e.code, "Bad parameter", str(e)) from None
+
+
+BrowseParams = Annotated[Browse, Depends(browse_params)]
+
+
+async def page_bytes(params: Browse, views: Views) -> bytes:
+    try:
+        items, next_cursor = await params.fetch(views)
+    except BadParameter as e:
+        raise ProblemError(400, e.code, "Bad parameter", str(e)) from None
+    return orjson.dumps({"items": items, "next_cursor": next_cursor})
+
+
+@router.get("/v1/issues")
+async def browse(params: BrowseParams, request: Request, views: Views, pages: Pages, freshness: Consistent) -> Response:
+    """Browse issues, filtered and sorted, a page at a time: follow `next_cursor` until it is null.
+
+    `bbox` and `near` + `radius_m` select by place (`sort=nearest` orders by distance and adds
+    `distance_m`); `q` finds words, the last one as a prefix, accents and case ignored.
+    """
+    if params.cursor is None and freshness is None:  # first pages are what most readers ask for
+        raw = await pages.get(params.cache_key(), lambda: page_bytes(params, views))
+    else:
+        raw = await page_bytes(params, views)
+    return json_bytes(raw, request, freshness=freshness, cache_control="public, max-age=2")
 
 
 def _utc(stamp: str | None) -> str | None:
@@ -104,13 +134,21 @@ async def detail(
 ) -> Response:
     """One issue with its comments and timeline; `as_of` shows it as it was at that time."""
     raw = await cache.get("issue_detail", issue_id, lambda: views.get("issue_detail", issue_id))
-    shown = None if raw is None else public_detail(orjson.loads(raw), await views.get("issue_duplicates", issue_id))
+    shown = None if raw is None else public_detail(orjson.loads(raw), await _duplicates(views, issue_id))
     if shown is not None and as_of is not None:  # time travel: the same fold over its history view
         past = await detail_as_of(views, issue_id, _utc(as_of) or "")
         shown = None if past is None else public_detail(past, await views.get("issue_duplicates", issue_id))
     if shown is None:
         raise ProblemError(404, "not-found", "Not found", f"no issue {issue_id}")
     return json_value(shown, request, freshness=freshness, cache_control="public, max-age=1")
+
+
+async def _duplicates(views: ViewStore, issue_id: str) -> Doc | None:
+    """The issue's duplicates; none while the store is down, so a cached detail can still be served."""
+    try:
+        return await views.get("issue_duplicates", issue_id)
+    except ViewStoreUnavailable:
+        return None
 
 
 @router.get("/v1/issues/{issue_id}/history")

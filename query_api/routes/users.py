@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request, Response
+from dataclasses import replace
+from typing import Annotated
+
+import orjson
+from fastapi import APIRouter, Path, Request, Response
 
 from projectors.ports import Query
 from query_api.deps import Cached, Consistent, Views
 from query_api.responses import READ_ERRORS, json_bytes, json_value
+from query_api.routes.issues import BrowseParams, page_bytes
 from snapfix.auth import CurrentActor
 from snapfix.http import ProblemError
 
@@ -29,3 +34,32 @@ async def categories(request: Request, views: Views) -> Response:
     fields = ("code", "name", "description", "department", "attributes")
     items = [{k: r.get(k, []) for k in fields} for r in rows if not r.get("retired")]
     return json_value({"items": items, "next_cursor": None}, request, cache_control="public, max-age=60")
+
+
+PUBLIC_PROFILE = ("id", "display_name", "roles", "created_at")
+
+
+@router.get("/v1/users/me/issues", tags=["users"])
+async def my_issues(
+    actor: CurrentActor, params: BrowseParams, request: Request, views: Views, freshness: Consistent
+) -> Response:
+    """The issues you reported, with every browse filter and sort (`reporter` is always you)."""
+    raw = await page_bytes(replace(params, reporter=actor.user_id), views)
+    return json_bytes(raw, request, freshness=freshness, cache_control="private, no-cache")
+
+
+@router.get("/v1/users/{user_id}", tags=["users"])
+async def profile(
+    user_id: Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9-]+$")],
+    request: Request,
+    views: Views,
+    cache: Cached,
+    freshness: Consistent,
+) -> Response:
+    """Someone's public profile: name and roles, never their email."""
+    raw = await cache.get("user_profile", user_id, lambda: views.get("user_profile", user_id))
+    if raw is None:
+        raise ProblemError(404, "not-found", "Not found", f"no user {user_id}")
+    doc = orjson.loads(raw)
+    public = {k: doc.get(k) for k in PUBLIC_PROFILE}
+    return json_value(public, request, freshness=freshness, cache_control="public, max-age=60")

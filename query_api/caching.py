@@ -1,0 +1,90 @@
+"""Cache-aside for the first pages of browse queries, and cache hit/miss counts as Prometheus metrics.
+
+A page is cached under the summary view's generation, which the projector bumps
+after every commit that changed a summary (``BROWSE_GENERATION_VALUE``). A new
+generation is a new key space, so a page computed before a change is never read
+after the projector has published that change; old pages simply age out. While
+no generation is published (a fresh cache), readers publish a random one: any
+projector bump replaces it (its version is higher), and a random value never
+meets pages of an earlier life of the cache.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+import weakref
+from collections.abc import Awaitable, Callable, Iterator
+
+from prometheus_client.core import REGISTRY, CounterMetricFamily
+from prometheus_client.registry import Collector
+
+from projectors.runner import BROWSE_GENERATION_VALUE, GENERATION_TTL_S
+from snapfix.cache import Cache, CacheError, CacheStats
+
+
+class PageCache:
+    """First pages of popular browse queries, invalidated by generation."""
+
+    def __init__(self, cache: Cache, ttl_s: int, stats: CacheStats | None = None) -> None:
+        self._cache = cache
+        self._ttl = ttl_s
+        self.stats = stats or CacheStats()
+
+    async def get(self, key: str, load: Callable[[], Awaitable[bytes]]) -> bytes:
+        """The page's bytes from the cache, or from ``load`` (then cached under the current generation)."""
+        generation = await self._generation()
+        if generation is None:  # the cache is down: correct, uncached
+            self.stats.misses += 1
+            return await load()
+        full = f"page:issue_summary:{generation}:{key}"
+        try:
+            hit = await self._cache.get(full)
+        except CacheError:
+            hit = None
+        if hit is not None:
+            self.stats.hits += 1
+            return hit
+        self.stats.misses += 1
+        raw = await load()
+        with contextlib.suppress(CacheError):
+            await self._cache.put_versioned(full, 0, raw, self._ttl)
+        return raw
+
+    async def _generation(self) -> str | None:
+        try:
+            current = await self._cache.get(BROWSE_GENERATION_VALUE)
+            if current is None:
+                await self._cache.put_versioned(
+                    BROWSE_GENERATION_VALUE, 0, f"r{uuid.uuid4().hex}".encode(), GENERATION_TTL_S
+                )
+                current = await self._cache.get(BROWSE_GENERATION_VALUE)
+        except CacheError:
+            return None
+        return None if current is None else current.decode()
+
+
+class _CacheMetrics(Collector):
+    """Sums the hit and miss counts of every live cache of this process, by cache."""
+
+    def __init__(self) -> None:
+        self._tracked: weakref.WeakKeyDictionary[CacheStats, str] = weakref.WeakKeyDictionary()
+
+    def track(self, stats: CacheStats, cache: str) -> None:
+        self._tracked[stats] = cache
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        family = CounterMetricFamily(
+            "snapfix_cache_lookups", "Query-side cache lookups by cache and result", labels=["cache", "result"]
+        )
+        totals: dict[tuple[str, str], int] = {}
+        for stats, cache in list(self._tracked.items()):
+            for result, n in (("hit", stats.hits), ("miss", stats.misses)):
+                totals[(cache, result)] = totals.get((cache, result), 0) + n
+        for (cache, result), n in sorted(totals.items()):
+            family.add_metric([cache, result], n)
+        yield family
+
+
+METRICS = _CacheMetrics()
+REGISTRY.register(METRICS)

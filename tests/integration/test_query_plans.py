@@ -1,0 +1,123 @@
+"""Every documented browse shape is answered from an index: each store is asked for its query plan.
+
+The shapes come from the query API's own parameter handling (``Browse``), so a new
+filter or sort that lacks an index fails here. A store joins by adding a ``planner``:
+an async function giving the plan of a query as lines, and the words that betray a
+full scan (the MongoDB adapter's owner adds ``explain`` with ``COLLSCAN``).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from events.sqlite_log import SqliteEventLog
+from ops.seed import Plan, write
+from projectors import geo
+from projectors.catalog import ALL
+from projectors.ports import Query, ViewStore
+from projectors.runner import ProjectionRunner
+from projectors.sqlite_views import SqliteViewStore
+from query_api.browse import SUMMARY as SUMMARY_NAME
+from query_api.browse import Browse, Near, geo_conditions
+from tests.contract.backends import sqlite_url
+
+CENTRE = Near(51.5074, -0.1278, 1500)
+SMALL_BOX = geo.Box(51.49, -0.15, 51.52, -0.10)
+CITY_BOX = geo.Box(51.28, -0.51, 51.69, 0.33)
+
+
+def shapes() -> dict[str, Query]:
+    """Every documented query shape, as the query API builds it."""
+    out: dict[str, Query] = {}
+    sorts = ("newest", "oldest", "upvotes", "updated")
+    for sort in sorts:
+        out[f"sort={sort}"] = Browse(sort=sort).query()  # type: ignore[arg-type]
+        for param, value in (("status", "reported"), ("category", "pothole"), ("department", "roads")):
+            out[f"{param}&sort={sort}"] = Browse(**{param: value, "sort": sort}).query()  # type: ignore[arg-type]
+        out[f"reporter&sort={sort}"] = Browse(reporter="someone", sort=sort).query()  # type: ignore[arg-type]
+    out["status-list"] = Browse(status="reported,acknowledged,in_progress").query()
+    out["created-range"] = Browse(created_after="2026-01-01T00:00:00.000000Z", created_before="2026-02-01").query()
+    out["bbox-small"] = Browse(bbox=SMALL_BOX).query()
+    out["bbox-city"] = Browse(bbox=CITY_BOX, sort="upvotes").query()
+    out["near&sort=upvotes"] = Browse(near=CENTRE, sort="upvotes").query()
+    out["q-one-word"] = Browse(q="pothole").query()
+    out["q-words-and-prefix"] = Browse(q="deep pothole stat").query()
+    out["q&status"] = Browse(q="broken", status="reported").query()
+    out["nearest-ring"] = Query(
+        SUMMARY_NAME, (*Browse().where(with_geo=False), *geo_conditions(geo.around(51.5, -0.12, 500))), limit=5000
+    )  # type: ignore[misc]
+    newest = out["sort=newest"]
+    out["newest-after-cursor"] = Query(newest.collection, newest.where, newest.order_by, ("2026-01-01", "x"), 21)
+    return {name: q for name, q in out.items() if q is not None}
+
+
+@dataclass(frozen=True)
+class Planner:
+    explain: Callable[[ViewStore, Query], Awaitable[list[str]]]
+    full_scan: Callable[[list[str]], bool]
+
+
+async def sqlite_plan(store: ViewStore, query: Query) -> list[str]:
+    """Run the query once with a trace on the reader connection, then EXPLAIN QUERY PLAN what it ran."""
+    assert isinstance(store, SqliteViewStore)
+    statements: list[str] = []
+    reader = store._reader
+
+    def trace_on(conn: sqlite3.Connection) -> None:
+        conn.set_trace_callback(statements.append)
+
+    def trace_off(conn: sqlite3.Connection) -> None:
+        conn.set_trace_callback(None)
+
+    await reader.run(trace_on)
+    await store.find(query)
+    await reader.run(trace_off)
+    (sql,) = [s for s in statements if s.lstrip().upper().startswith("SELECT") and " FROM v_issue_summary" in s]
+    rows = await reader.run(lambda c: c.execute(f"EXPLAIN QUERY PLAN {sql}").fetchall())
+    return [row[-1] for row in rows]
+
+
+def sqlite_full_scan(plan: list[str]) -> bool:
+    """A table read from end to end: SCAN without an index, or an index walk whose order is then thrown away."""
+    bare = any(line.startswith("SCAN ") and " INDEX " not in line for line in plan)
+    walked_then_sorted = any(line.startswith("SCAN ") for line in plan) and any("TEMP B-TREE" in line for line in plan)
+    return bare or walked_then_sorted
+
+
+PLANNERS = {"sqlite": Planner(sqlite_plan, sqlite_full_scan)}
+
+
+@pytest.fixture(params=["sqlite"], scope="module")
+def store_name(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+async def seeded(store_name: str, tmp_path: Path) -> AsyncIterator[ViewStore]:
+    """A store holding a small seeded city, built by the real projector."""
+    log = SqliteEventLog(sqlite_url(tmp_path, "events"))
+    await log.open()
+    store: ViewStore = SqliteViewStore(sqlite_url(tmp_path, "views"))
+    runner = ProjectionRunner("main", ALL, log, store, batch_size=2000)
+    await runner.setup()
+    await write(log, Plan(issues=400, users=50), "hash")
+    await runner.catch_up()
+    yield store
+    await store.close()
+    await log.close()
+
+
+async def test_no_documented_query_shape_scans_the_summary_view(seeded: ViewStore, store_name: str) -> None:
+    """The store's own plan for every shape reads an index, never the whole summary view."""
+    planner = PLANNERS[store_name]
+    scans = {}
+    for name, query in sorted(shapes().items()):
+        plan = await planner.explain(seeded, query)
+        if planner.full_scan(plan):
+            scans[name] = plan
+    assert scans == {}

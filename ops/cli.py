@@ -207,6 +207,50 @@ def seed(
     typer.echo(f"snapfix: wrote {written} events; projected {applied}", err=True)
 
 
+def _change_role(email: str, role: str, grant: bool) -> None:
+    """Grant or revoke through the same command handlers the API uses, acting as the system."""
+    settings = _settings()
+
+    async def run() -> int:
+        container = await bootstrap.build(settings, write=True, read=False, project=False)
+        try:
+            assert container.handlers is not None
+            user = await container.handlers.user_by_email(email)
+            if user is None:
+                raise DomainError(f"no user with the email {email}")
+            meta = Metadata(actor_id=SYSTEM.user_id)
+            if grant:
+                result = await container.handlers.grant_role(c.GrantRole(user.id, role), SYSTEM, meta)
+            else:
+                result = await container.handlers.revoke_role(c.RevokeRole(user.id, role), SYSTEM, meta)
+            return result.version
+        finally:
+            await bootstrap.close(container)
+
+    try:
+        version = asyncio.run(run())
+    except DomainError as e:
+        typer.echo(f"snapfix: {e}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"{email}: {'granted' if grant else 'revoked'} {role} (user version {version})")
+
+
+RoleArg = Annotated[str, typer.Argument(help=f"one of {', '.join(ROLES)}")]
+EmailOpt = Annotated[str, typer.Option(help="the user's sign-in email")]
+
+
+@users.command("grant")
+def users_grant(role: RoleArg, email: EmailOpt) -> None:
+    """Give a user a role, e.g. `snapfix users grant admin --email root@city.example`."""
+    _change_role(email, role, grant=True)
+
+
+@users.command("revoke")
+def users_revoke(role: RoleArg, email: EmailOpt) -> None:
+    """Take a role away (every user keeps citizen)."""
+    _change_role(email, role, grant=False)
+
+
 def main() -> None:
     try:
         app()

@@ -290,8 +290,8 @@ class MongoEventStore(EventStore):
         try:
             await self._commits.insert_one(commit.to_doc())
         except DuplicateKeyError:
-            self._cache.pop(commit.aggregate_id, None)  # someone moved on: walk again next time
             await _mongo(self._outbox.delete_one({"_id": commit.outbox_id}), "cleaning the outbox")
+            await _mongo(self._walk(commit.aggregate_id), "reading the stream")  # learn who moved on
             raise ConcurrencyConflict(commit.aggregate_id, commit.after) from None
         except PyMongoError as e:
             await self._settle_unknown_outcome(commit, e)

@@ -47,7 +47,8 @@ def main() -> None:
     pin_self_to_load_core()
     work = Path(tempfile.mkdtemp(prefix="snapfix-profile-"))
     env = {"SNAPFIX_EVENT_LOG": f"sqlite:///{work / 'e.db'}", "SNAPFIX_VIEW_STORE": f"sqlite:///{work / 'v.db'}",
-           "SNAPFIX_ACCESS_TOKEN_TTL_S": "14400"}  # fmt: skip
+           "SNAPFIX_ACCESS_TOKEN_TTL_S": "14400", "SNAPFIX_RATE_LIMIT_IP_WRITES": "0",
+           "SNAPFIX_RATE_LIMIT_USER_WRITES": "0", "SNAPFIX_RATE_LIMIT_SIGN_INS": "0"}  # fmt: skip
     with snapfix_server("profiled", env, work) as server:
         world = asyncio.run(prepare(server.base, 16, 5))
         targets = Targets(world).file_for(kind, work)(rate, seconds + 2)

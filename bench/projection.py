@@ -84,10 +84,16 @@ class CountingStore:
 
 async def catch_up(log_path: Path, view_store: Any, total: int, batch_size: int = 500) -> dict:
     """Fold the whole log with the production runner and wiring; events/s overall and over time."""
+    import logging
+
+    import structlog
+
     from projectors.catalog import ALL
     from projectors.runner import ProjectionRunner
     from snapfix.cache import CacheStats, MemoryCache, ViewCache
 
+    # as in a served process (SNAPFIX_LOG_LEVEL=warning): no per-event debug lines on stdout
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     log = SqliteEventLog(f"sqlite:///{log_path}")
     await log.open()
     store = CountingStore(view_store)

@@ -233,6 +233,15 @@ def write(results: dict[str, Any], bench: Path) -> None:
         a("\n## Notes from this run\n")
         for n in results["notes"]:
             a(f"- {n}")
+    a("\n## Capacity model (`snapfix capacity --rps 50000 --users 100000 --p99-ms 100`)\n")
+    try:
+        from ops.capacity import Targets, figures_from_results, plan, render
+
+        t = Targets()
+        f = figures_from_results(results, t.p99_ms)
+        a("```\n" + render(t, f, plan(t, f), bench / "results.json") + "\n```")
+    except (ValueError, KeyError) as e:
+        a(f"Not computed from this run: {e}")
     a("\n## Plots\n")
     for img in images:
         a(f"![{img}](plots/{img})")
@@ -246,3 +255,19 @@ def write(results: dict[str, Any], bench: Path) -> None:
             a(cmd)
     a("```")
     (bench / "RESULTS.md").write_text("\n".join(L) + "\n")
+
+
+def main() -> None:
+    """``python -m bench.report``: rewrite RESULTS.md and the plots from results.json (and ANALYSIS.md)."""
+    import orjson
+
+    bench = Path(__file__).resolve().parent
+    results = orjson.loads((bench / "results.json").read_bytes())
+    analysis = bench / "ANALYSIS.md"
+    if analysis.exists():
+        results["analysis"] = analysis.read_text()
+    write(results, bench)
+
+
+if __name__ == "__main__":
+    main()

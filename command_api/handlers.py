@@ -29,6 +29,7 @@ from events import types as e
 from events.envelope import Metadata, Position
 from events.ports import Claim, ClaimTaken, ConcurrencyConflict, EventStore
 from events.types import DomainEvent
+from snapfix import metrics
 from snapfix.blobs import BlobStore
 
 log = structlog.get_logger(__name__)
@@ -43,6 +44,7 @@ class CommandResult:
     version: int
     position: Position | None
     replayed: bool = False
+    noop: bool = False  # the command changed nothing: no event was appended
 
     def as_json(self) -> dict[str, Any]:
         return {"id": self.id, "version": self.version, "position": self.position.token() if self.position else None}
@@ -153,7 +155,7 @@ class CommandHandlers:
             decided = decide(loaded)
             events = decided if isinstance(decided, list) else await decided
             if not events:
-                return CommandResult(aggregate_id, loaded.version, loaded.position)
+                return CommandResult(aggregate_id, loaded.version, loaded.position, noop=True)
             batch = envelopes(aggregate_type, aggregate_id, loaded.version, events, meta, self._clock())
             try:
                 recorded = await self._store.append(aggregate_id, loaded.version, batch, claims)
@@ -169,6 +171,7 @@ class CommandHandlers:
                     if replay is not None:
                         return replay
                 raise
+            metrics.events_appended(recorded)
             last = recorded[-1]
             log.info(
                 "command.appended",
@@ -189,6 +192,7 @@ class CommandHandlers:
 
     # --- users ------------------------------------------------------------------
 
+    @metrics.counted
     async def register(self, cmd: c.RegisterUser, meta: Metadata, idem: Idempotency | None = None) -> CommandResult:
         email = user_domain.normalise_email(cmd.email)
         password_hash = await self._passwords.hash(cmd.password)
@@ -226,6 +230,7 @@ class CommandHandlers:
         ok = await self._passwords.verify(user.password_hash if user else None, password)
         return user if ok and user else None
 
+    @metrics.counted
     async def change_profile(
         self,
         cmd: c.ChangeProfile,
@@ -245,6 +250,7 @@ class CommandHandlers:
             idem,
         )
 
+    @metrics.counted
     async def grant_role(self, cmd: c.GrantRole, actor: Actor, meta: Metadata) -> CommandResult:
         return await self._execute(
             "user",
@@ -255,6 +261,7 @@ class CommandHandlers:
             meta,
         )
 
+    @metrics.counted
     async def revoke_role(self, cmd: c.RevokeRole, actor: Actor, meta: Metadata) -> CommandResult:
         return await self._execute(
             "user",
@@ -273,6 +280,7 @@ class CommandHandlers:
         )
         return loaded.state
 
+    @metrics.counted
     async def define_category(self, cmd: c.DefineCategory, actor: Actor, meta: Metadata) -> CommandResult:
         return await self._execute(
             "catalogue",
@@ -283,6 +291,7 @@ class CommandHandlers:
             meta,
         )
 
+    @metrics.counted
     async def retire_category(self, cmd: c.RetireCategory, actor: Actor, meta: Metadata) -> CommandResult:
         return await self._execute(
             "catalogue",
@@ -302,6 +311,7 @@ class CommandHandlers:
 
     # --- issues -------------------------------------------------------------------
 
+    @metrics.counted
     async def report_issue(
         self, cmd: c.ReportIssue, actor: Actor, meta: Metadata, idem: Idempotency | None = None
     ) -> CommandResult:
@@ -319,6 +329,7 @@ class CommandHandlers:
             idem=idem,
         )
 
+    @metrics.counted
     async def issue_command(
         self,
         cmd: c.IssueCommand,
@@ -352,6 +363,7 @@ class CommandHandlers:
 
     # --- photos -------------------------------------------------------------------
 
+    @metrics.counted
     async def add_photo(
         self, issue_id: str, raw: bytes, actor: Actor, meta: Metadata, idem: Idempotency | None = None
     ) -> CommandResult:
@@ -388,6 +400,7 @@ class CommandHandlers:
 
     # --- sign-in sessions ---------------------------------------------------------
 
+    @metrics.counted
     async def start_session(self, user_id: str, family: str, token_id: str, meta: Metadata) -> CommandResult:
         cmd = c.StartSession(session_domain.aggregate_id(family), user_id, token_id)
         return await self._execute(
@@ -400,6 +413,7 @@ class CommandHandlers:
             expected_version=0,
         )
 
+    @metrics.counted
     async def rotate_refresh_token(
         self, user_id: str, family: str, presented: str, new_token_id: str, meta: Metadata
     ) -> CommandResult:
@@ -421,6 +435,7 @@ class CommandHandlers:
             )
         return result
 
+    @metrics.counted
     async def end_session(self, user_id: str, family: str, meta: Metadata) -> CommandResult:
         cmd = c.EndSession(session_domain.aggregate_id(family), user_id)
         return await self._execute(

@@ -97,8 +97,11 @@ def projectors() -> None:
 async def _tail(settings: Settings) -> None:
     import signal
 
+    from snapfix import metrics
+
     container = await bootstrap.build(settings, write=False, read=False, project=True)
     assert container.runner is not None
+    metrics.serve(settings.metrics_port, settings.host)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -29,7 +29,7 @@ from faust.types import TP
 from events.codec import decode_envelope
 from events.envelope import Envelope, Position
 from projectors.runner import ProjectionRunner
-from snapfix import bootstrap
+from snapfix import bootstrap, metrics
 from snapfix.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -105,6 +105,7 @@ def create_worker_app(settings: Settings) -> faust.App:
             batch = [envelope_of(e.message.value, e.message.key, e.message.partition, e.message.offset)
                      for e in events]
             await _apply_until_done(state["runner"], batch)
+            _record_lag(app, settings.kafka_topic, state["runner"], batch)
 
     @app.on_shutdown.connect  # type: ignore[misc]
     async def close_views(_app: faust.App, **_: Any) -> None:
@@ -128,6 +129,16 @@ async def _apply_until_done(runner: ProjectionRunner, batch: list[Envelope]) -> 
             delay = min(delay * 2, 5.0)
 
 
+def _record_lag(app: faust.App, topic: str, runner: ProjectionRunner, batch: list[Envelope]) -> None:
+    """Lag over this worker's partitions, from the consumer's highwater marks (the next offset to be written)."""
+    waiting = 0
+    for tp in app.consumer.assignment():
+        highwater = app.consumer.highwater(tp) if tp.topic == topic else None
+        if highwater is not None:
+            waiting += max(0, highwater - 1 - runner.checkpoint.get(tp.partition, -1))
+    metrics.set_lag(runner.name, waiting, batch)
+
+
 def _projections() -> tuple:
     from projectors.catalog import ALL
 
@@ -137,5 +148,6 @@ def _projections() -> tuple:
 def run_worker(settings: Settings) -> None:
     """Run one worker until it is stopped (SIGINT/SIGTERM)."""
     app = create_worker_app(settings)
+    metrics.serve(settings.metrics_port, settings.host)
     worker = faust.Worker(app, loglevel=settings.log_level.upper(), quiet=True)
     worker.execute_from_commandline()

@@ -16,6 +16,7 @@ shadow generation, with no cache write-through; it refuses anything that is not 
 from __future__ import annotations
 
 import asyncio
+import time
 import traceback
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -28,6 +29,7 @@ from events.ports import EventLog
 from events.upcasting import decode
 from projectors.ports import Change, Collection, Doc, Put, ViewStore, ViewStoreError, at_generation, builder_name
 from projectors.projection import Projection, iso
+from snapfix import metrics
 from snapfix.cache import Cache, CacheError, ViewCache
 
 log = structlog.get_logger(__name__)
@@ -129,6 +131,9 @@ class ProjectionRunner:
         batch = await self._log.read(self.checkpoint, self._batch_size)
         if batch:
             await self.apply(batch)
+        # A short read reached the head; only a full batch may have left events behind.
+        waiting = metrics.backlog(await self._log.head(), self.checkpoint) if len(batch) >= self._batch_size else 0
+        metrics.set_lag(self.name, waiting, batch)
         return len(batch)
 
     async def stored_checkpoint(self) -> dict[int, int]:
@@ -142,11 +147,13 @@ class ProjectionRunner:
         Used by the log tailer above and by the Kafka consumer-group worker, which hands over
         the batches of whatever partitions it was assigned.
         """
+        started, dead_before = time.perf_counter(), self.dead_lettered
         changes, moved = await self._fold_batch(batch)
         await self._store.commit(self.name, changes, moved)
         await self._after_commit(changes)
         self.checkpoint = {**self.checkpoint, **moved}
         self.applied += len(batch)
+        metrics.batch_applied(self.name, len(batch), self.dead_lettered - dead_before, time.perf_counter() - started)
         async with self._progress:
             self._progress.notify_all()
         log.debug("projection.batch", projector=self.name, events=len(batch), changes=len(changes))

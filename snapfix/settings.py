@@ -35,6 +35,9 @@ class Settings(BaseSettings):
     port: int = Field(8000, ge=1, le=65535)
     log_format: Literal["console", "json"] = "console"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    metrics_port: int = Field(
+        9108, ge=0, le=65535, description="/metrics of the projector role, which has no HTTP server; 0 turns it off"
+    )
 
     jwt_secret: SecretStr = SecretStr(DEV_SECRET)
     jwt_issuer: str = "snapfix"

@@ -16,16 +16,16 @@ from snapfix.logs import current_correlation_id
 ETAG_VERSION = re.compile(r'^(?:W/)?"?(\d{1,12})"?$')
 
 
-def handlers(c: ContainerDep) -> CommandHandlers:
+async def handlers(c: ContainerDep) -> CommandHandlers:
     assert c.handlers is not None, "this process does not serve commands"
     return c.handlers
 
 
-def metadata(actor: OptionalActor) -> Metadata:
+async def metadata(actor: OptionalActor) -> Metadata:
     return Metadata(actor_id=actor.user_id if actor else None, correlation_id=current_correlation_id())
 
 
-def expected_version(
+async def expected_version(
     if_match: Annotated[str | None, Header(description='the version you last read, e.g. `3` or `"3"`')] = None,
 ) -> int | None:
     if if_match is None:

@@ -29,7 +29,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import structlog
@@ -132,8 +132,18 @@ def record_headers(envelope: Envelope) -> list[tuple[str, bytes]]:
     return [(name, value.encode()) for name, value in headers]
 
 
-def record_to_envelope(record: ConsumerRecord[bytes, bytes]) -> Envelope:
-    """The envelope in a record, at its position; never raises (see UNDECODABLE)."""
+class Record(Protocol):
+    """What aiokafka's ConsumerRecord and faust's Message both carry."""
+
+    key: bytes | None
+    value: bytes | None
+    partition: int
+    offset: int
+    headers: Any
+
+
+def record_to_envelope(record: Record) -> Envelope:
+    """The envelope in a record (aiokafka's or faust's), at its position; never raises (see UNDECODABLE)."""
     position = Position(record.partition, record.offset)
     try:
         return decode_envelope(record.value or b"", position)
@@ -141,8 +151,9 @@ def record_to_envelope(record: ConsumerRecord[bytes, bytes]) -> Envelope:
         return _undecodable(record, position, error)
 
 
-def _undecodable(record: ConsumerRecord[bytes, bytes], position: Position, error: Exception) -> Envelope:
-    headers = {name: value.decode(errors="replace") for name, value in record.headers}
+def _undecodable(record: Record, position: Position, error: Exception) -> Envelope:
+    pairs = record.headers.items() if isinstance(record.headers, dict) else (record.headers or ())
+    headers = {name: bytes(value).decode(errors="replace") for name, value in pairs}
     version = headers.get("aggregate_version", "0")
     return Envelope(
         event_type=UNDECODABLE,

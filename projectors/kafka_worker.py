@@ -5,66 +5,78 @@ events of its partitions in batches (``take_events``) through the same
 ProjectionRunner.apply as the embedded tailer, so views, checkpoints, dead letters and
 caches behave identically in both deployments.
 
-Two rules keep the views exact whatever the group does:
+Two facts keep the views exact whatever the group does:
 
-* faust acknowledges a batch only after ``apply`` returned, and ``apply`` never gives up:
-  a failing store is retried until it answers, so an offset is never committed ahead of
-  the view write;
-* on every assignment the worker seeks each of its partitions to the checkpoint stored
-  *with the views*, not to the group's committed offset, so a worker killed between its
-  view write and the offset commit resumes exactly after what the views hold (and one
-  killed before the view write redoes the batch; the folds ignore what they have seen).
+* faust acknowledges a batch only after ``apply`` returned (``take_events`` acks in its
+  ``finally``), and ``apply`` never gives up: a failing store is retried until it answers,
+  so an offset is never committed ahead of the view write;
+* a worker killed after its view write but before the offset commit gets the batch again
+  (so does the worker that takes over its partitions): the folds ignore events whose
+  version a document has already seen, so applying them twice changes nothing.
+
+(Seeking to the views' own checkpoint on assignment would skip that re-application, but
+aiokafka's fetcher crashes when a partition is sought while it holds buffered records.)
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 from typing import Any
 
 import faust
 import structlog
 from faust.types import TP
 
-from events.codec import decode_envelope
-from events.envelope import Envelope, Position
+from events.envelope import Envelope
+from events.kafka_log import KafkaTopic, ensure_topic, record_to_envelope
 from projectors.runner import ProjectionRunner
 from snapfix import bootstrap, metrics
 from snapfix.settings import Settings
 
 log = structlog.get_logger(__name__)
 
-UNDECODABLE = "UndecodableRecord"  # not an event type: the runner dead-letters it with its reason
 
-
-def envelope_of(value: bytes, key: bytes | None, partition: int, offset: int) -> Envelope:
-    """The envelope in a Kafka record; a record that is not one becomes a poison envelope to dead-letter."""
-    position = Position(partition, offset)
-    try:
-        return decode_envelope(value, position)
-    except (ValueError, KeyError, TypeError) as error:
-        return Envelope(
-            event_type=UNDECODABLE,
-            schema_version=1,
-            aggregate_type="unknown",
-            aggregate_id=(key or b"").decode("utf-8", "replace") or "unknown",
-            aggregate_version=0,
-            payload={"error": f"{type(error).__name__}: {error}", "raw_base64": base64.b64encode(value).decode()},
-            position=position,
-        )
-
-
-def broker_url(settings: Settings) -> str:
+def broker_urls(settings: Settings) -> list[str]:
+    """faust wants one URL per broker; our setting is ``kafka://host:port[,host:port...]``."""
     if not settings.event_log.startswith("kafka://"):
         raise ValueError("the projector worker needs SNAPFIX_EVENT_LOG=kafka://host:port")
-    return settings.event_log
+    hosts = settings.event_log.removeprefix("kafka://").split("/")[0]
+    return [f"kafka://{host}" for host in hosts.split(",") if host]
+
+
+class _Views:
+    """The view store, cache and runner, opened once on first use (faust has no async start-up hook)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._runner: ProjectionRunner | None = None
+        self._lock = asyncio.Lock()
+
+    async def runner(self) -> ProjectionRunner:
+        async with self._lock:
+            if self._runner is None:
+                settings = self._settings
+                container = await bootstrap.build(settings, write=False, read=True, project=False)
+                assert container.views is not None
+                self._runner = ProjectionRunner(
+                    bootstrap.MAIN_PROJECTOR,
+                    _projections(),
+                    None,
+                    container.views,
+                    cache=container.cache,
+                    view_cache=container.view_cache,
+                    batch_size=settings.projector_batch_size,
+                )
+                await self._runner.setup()
+                log.info("projector.worker.ready", topic=settings.kafka_topic, checkpoint=self._runner.checkpoint)
+            return self._runner
 
 
 def create_worker_app(settings: Settings) -> faust.App:
     """The faust app; the view store, cache and runner are opened when the worker starts."""
     app = faust.App(
-        "snapfix-projectors",
-        broker=broker_url(settings),
+        settings.projector_group,
+        broker=broker_urls(settings),
         web_enabled=False,
         store="memory://",
         topic_partitions=settings.kafka_partitions,
@@ -73,44 +85,27 @@ def create_worker_app(settings: Settings) -> faust.App:
         broker_commit_every=100,
         stream_buffer_maxsize=4 * settings.projector_batch_size,
     )
-    topic = app.topic(settings.kafka_topic, key_type=bytes, value_type=bytes, value_serializer="raw",
-                      key_serializer="raw", partitions=settings.kafka_partitions)
-    state: dict[str, Any] = {}
-
-    @app.on_startup.connect  # type: ignore[misc]
-    async def open_views(_app: faust.App, **_: Any) -> None:
-        container = await bootstrap.build(settings, write=False, read=True, project=False)
-        assert container.views is not None
-        runner = ProjectionRunner(bootstrap.MAIN_PROJECTOR, _projections(), None, container.views,
-                                  cache=container.cache, view_cache=container.view_cache,
-                                  batch_size=settings.projector_batch_size)
-        await runner.setup()
-        state["container"], state["runner"] = container, runner
-        log.info("projector.worker.ready", topic=settings.kafka_topic, checkpoint=runner.checkpoint)
+    topic = app.topic(
+        settings.kafka_topic,
+        key_type=bytes,
+        value_type=bytes,
+        value_serializer="raw",
+        key_serializer="raw",
+        partitions=settings.kafka_partitions,
+    )
+    views = _Views(settings)
 
     @app.on_partitions_assigned.connect  # type: ignore[misc]
-    async def seek_to_views(app_: faust.App, assigned: set[TP], **_: Any) -> None:
-        runner: ProjectionRunner | None = state.get("runner")
-        if runner is None:
-            return
-        stored = await runner.stored_checkpoint()
-        for tp in assigned:
-            if tp.topic == settings.kafka_topic:
-                await app_.consumer.seek(tp, stored.get(tp.partition, -1) + 1)
+    async def assigned(_app: faust.App, assigned: set[TP], **_: Any) -> None:
         log.info("projector.worker.assigned", partitions=sorted(tp.partition for tp in assigned))
 
     @app.agent(topic)
     async def project(stream: faust.StreamT) -> None:
+        runner = await views.runner()
         async for events in stream.take_events(settings.projector_batch_size, within=0.02):
-            batch = [envelope_of(e.message.value, e.message.key, e.message.partition, e.message.offset)
-                     for e in events]
-            await _apply_until_done(state["runner"], batch)
-            _record_lag(app, settings.kafka_topic, state["runner"], batch)
-
-    @app.on_shutdown.connect  # type: ignore[misc]
-    async def close_views(_app: faust.App, **_: Any) -> None:
-        if "container" in state:
-            await bootstrap.close(state["container"])
+            batch = [record_to_envelope(e.message) for e in events]
+            await _apply_until_done(runner, batch)
+            _record_lag(app, settings.kafka_topic, runner, batch)
 
     return app
 
@@ -147,6 +142,18 @@ def _projections() -> tuple:
 
 def run_worker(settings: Settings) -> None:
     """Run one worker until it is stopped (SIGINT/SIGTERM)."""
+    # faust does not create an agent's source topic: make sure the log exists, with its own settings.
+    asyncio.run(
+        ensure_topic(
+            KafkaTopic.from_url(
+                settings.event_log,
+                name=settings.kafka_topic,
+                partitions=settings.kafka_partitions,
+                replication_factor=settings.kafka_replication_factor,
+                retention_ms=settings.kafka_retention_ms,
+            )
+        )
+    )
     app = create_worker_app(settings)
     metrics.serve(settings.metrics_port, settings.host)
     worker = faust.Worker(app, loglevel=settings.log_level.upper(), quiet=True)

@@ -18,18 +18,18 @@ VIEW_TIMEOUT_S = 0.8  # a store slower than this is down, as far as a reader is 
 PAGE_TTL_S = 60
 
 
-def views(c: ContainerDep) -> ViewStore:
+async def views(c: ContainerDep) -> ViewStore:
     assert c.views is not None, "this process does not serve queries"
     return BoundedViews(c.views, VIEW_TIMEOUT_S)
 
 
-def view_cache(c: ContainerDep) -> ViewCache:
+async def view_cache(c: ContainerDep) -> ViewCache:
     assert c.view_cache is not None
     METRICS.track(c.view_cache.stats, "views")
     return c.view_cache
 
 
-def page_cache(c: ContainerDep, request: Request) -> PageCache:
+async def page_cache(c: ContainerDep, request: Request) -> PageCache:
     """One page cache per app, over the container's cache (built on first use)."""
     pages: PageCache | None = getattr(request.app.state, "page_cache", None)
     if pages is None:

@@ -15,7 +15,8 @@ from snapfix.tokens import InvalidToken
 bearer = OAuth2PasswordBearer(tokenUrl="/v1/auth/token", auto_error=False)
 
 
-def container(request: Request) -> Container:
+async def container(request: Request) -> Container:
+    """Dependencies are coroutines so FastAPI never sends them through its thread pool."""
     return request.app.state.container  # type: ignore[no-any-return]
 
 
@@ -26,7 +27,7 @@ def _unauthorized(detail: str) -> ProblemError:
     return ProblemError(401, "unauthorized", "Unauthorized", detail, headers={"WWW-Authenticate": "Bearer"})
 
 
-def optional_actor(c: ContainerDep, token: Annotated[str | None, Depends(bearer)]) -> Actor | None:
+async def optional_actor(c: ContainerDep, token: Annotated[str | None, Depends(bearer)]) -> Actor | None:
     if token is None:
         return None
     assert c.tokens is not None
@@ -36,7 +37,7 @@ def optional_actor(c: ContainerDep, token: Annotated[str | None, Depends(bearer)
         raise _unauthorized(f"the access token is not valid: {e}") from None
 
 
-def current_actor(actor: Annotated[Actor | None, Depends(optional_actor)]) -> Actor:
+async def current_actor(actor: Annotated[Actor | None, Depends(optional_actor)]) -> Actor:
     if actor is None:
         raise _unauthorized("sign in first: send 'Authorization: Bearer <access_token>'")
     return actor

@@ -13,6 +13,20 @@ import structlog
 from snapfix.settings import Settings
 
 
+class _CurrentStderr:
+    """Writes to whatever sys.stderr is now, not the stream it was at configuration time.
+
+    A CLI command run inside a test (or any re-pointed stderr) must not leave the
+    loggers holding a closed stream.
+    """
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
 def configure_logging(settings: Settings) -> None:
     """Configure structlog and the standard library once, when a process starts."""
     level = getattr(logging, settings.log_level.upper())
@@ -31,10 +45,10 @@ def configure_logging(settings: Settings) -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=structlog.PrintLoggerFactory(file=_CurrentStderr()),  # type: ignore[arg-type]
         cache_logger_on_first_use=False,
     )
-    logging.basicConfig(level=level, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=level, stream=_CurrentStderr(), format="%(levelname)s %(name)s: %(message)s")
 
 
 def new_correlation_id() -> str:

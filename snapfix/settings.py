@@ -23,6 +23,7 @@ class Settings(BaseSettings):
         "mongodb://127.0.0.1:27017/snapfix_write",
         description="with a kafka:// event log: the MongoDB database the command side decides against",
     )
+    projector_group: str = Field("snapfix-projectors", description="the Kafka consumer group of projector workers")
     kafka_topic: str = Field("snapfix.events", description="the event log's topic, created by the project")
     kafka_partitions: int = Field(6, ge=1, le=1000, description="partitions when the project creates the topic")
     kafka_replication_factor: int = Field(1, ge=1, description="1 on a single broker; 3 in production")

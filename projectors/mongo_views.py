@@ -19,20 +19,39 @@ and documents keyed by the event itself (history, dead letters) are rewritten fr
 the same event. Replay re-applies, it never loses or doubles an effect. The other
 order could lose events for good: a checkpoint ahead of its views skips them.
 Readers may see a batch half applied for a moment; each document is always whole.
+
+Generations: generation 0 of ``c`` is ``v_c``, generation ``g`` is ``v_c__g<g>``. One
+document (``aliases``/``_id: "aliases"``) holds every collection's alias record, so a
+grouped swap is one atomic single-document update filtered on the expected ``building``
+values. Every read and every commit reads it afresh (no cache: a reader that lagged a swap
+would miss what the live projector already wrote to the new generation).
+
+Without transactions, the swap's checkpoint comparison cannot be atomic with the live
+projector's commit, so the two meet half-way. The swap first marks the collections
+``swapping`` in the alias record, then compares checkpoints, then swaps (or unmarks). A
+commit resolves its targets again after writing its views and again after writing its
+checkpoint, and writes its changes to any generation that is live or marked ``swapping``
+and that it has not written yet. Either the swap read this commit's checkpoint (so the
+builder had folded its events), or the commit's last look came after the mark and saw it.
+Those copies are idempotent full documents; a copy never replaces a document whose
+``version`` is newer (a builder ahead of the leader). A swapper that crashed while marked
+leaves the mark until the rebuild resumes or its generation is dropped: until then the
+live projector also writes the shadow generation, which is harmless.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
+from datetime import UTC, datetime
 from itertools import groupby
 from typing import Any
 
 from bson.errors import BSONError
 from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, DeleteOne, ReplaceOne
 from pymongo.asynchronous.collection import AsyncCollection
-from pymongo.errors import ConfigurationError, ConnectionFailure, PyMongoError
+from pymongo.errors import ConfigurationError, ConnectionFailure, DuplicateKeyError, PyMongoError
 
 from projectors.ports import (
     Change,
@@ -40,10 +59,14 @@ from projectors.ports import (
     Cond,
     Delete,
     Doc,
+    Generations,
+    Put,
     Query,
     ViewStore,
     ViewStoreError,
     ViewStoreUnavailable,
+    builder_name,
+    split_generation,
 )
 
 NAME = re.compile(r"^[a-z][a-z0-9_]*$")
@@ -51,6 +74,8 @@ COMPARE = {"eq": "$eq", "gt": "$gt", "gte": "$gte", "lt": "$lt", "lte": "$lte"}
 NOTHING: dict[str, Any] = {"$in": []}
 CHUNK = 1000  # ids per $in, well under the 16 MB command limit
 Write = ReplaceOne[Doc] | DeleteOne
+ALIASES = "aliases"  # the one document (and its collection) holding every alias record
+Runs = list[tuple[str, list[Change]]]  # consecutive changes to one addressed collection
 
 
 @contextmanager
@@ -107,6 +132,42 @@ def _plain(doc: Doc) -> Doc:
     return doc
 
 
+def _mongo_name(collection: str, generation: int) -> str:
+    """Generation 0 keeps the original name, so stores that were never rebuilt need no migration."""
+    return f"v_{collection}" if generation == 0 else f"v_{collection}__g{generation}"
+
+
+def _record(aliases: Doc, collection: str) -> Generations:
+    entry = aliases.get(collection) or {}
+    return Generations(entry.get("live", 0), entry.get("building"), entry.get("retired"), entry.get("swapped_at"))
+
+
+def _targets(aliases: Doc, name: str) -> list[int]:
+    """The generations a commit to ``name`` must reach: the live one and one being swapped in; or ``name@g``'s."""
+    base, generation = split_generation(name)
+    if generation is not None:
+        return [generation]
+    live = _record(aliases, base).live
+    swapping = (aliases.get(base) or {}).get("swapping")
+    return [live] if swapping in (None, live) else [live, swapping]
+
+
+def _unchanged(aliases: Doc, collection: str) -> dict[str, Any]:
+    """A filter matching the alias record as read (a missing record matches only while still missing)."""
+    if collection not in aliases:
+        return {collection: None}
+    record = _record(aliases, collection)
+    return {f"{collection}.live": record.live, f"{collection}.building": record.building}
+
+
+def _ahead(leader: Mapping[int, int], builder: Mapping[int, int]) -> bool:
+    return any(offset > builder.get(partition, 0) for partition, offset in leader.items())
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
 class MongoViewStore(ViewStore):
     def __init__(self, url: str, *, timeout_ms: int = 2000) -> None:
         """Nothing connects yet; the short timeouts make a store that is down fail fast instead of hanging."""
@@ -118,19 +179,35 @@ class MongoViewStore(ViewStore):
         except ConfigurationError as e:
             raise ValueError(f"the view store URL must name a database, e.g. mongodb://host:27017/snapfix: {e}") from e
         self._checkpoints: AsyncCollection[Doc] = self._db["checkpoints"]
+        self._aliases: AsyncCollection[Doc] = self._db[ALIASES]
         self._collections: dict[str, Collection] = {}
 
     async def setup(self, collections: Sequence[Collection]) -> None:
+        """``name@g`` sets up generation g; a plain name the live one."""
+        declared = []
         for col in collections:
-            self._collections[col.name] = _checked(col)
+            base, generation = split_generation(col.name)
+            self._collections[base] = _checked(Collection(base, col.fields, col.arrays, col.indexes))
+            declared.append((self._collections[base], generation))
         with _translated("setup"):
-            for col in collections:
-                await self._create_indexes(col)
+            await self._ensure_aliases()
+            aliases = await self._read_aliases()
+            for col, generation in declared:
+                live = _record(aliases, col.name).live if generation is None else generation
+                await self._create_indexes(col, live)
             await self._checkpoints.create_index([("projector", ASCENDING)])
 
-    async def _create_indexes(self, col: Collection) -> None:
+    async def _create_indexes(self, col: Collection, generation: int) -> None:
         for keys in _index_keys(col):
-            await self._mongo(col).create_index(keys)
+            await self._db[_mongo_name(col.name, generation)].create_index(keys)
+
+    async def _ensure_aliases(self) -> None:
+        """The alias document exists before any conditional update needs to match it."""
+        with suppress(DuplicateKeyError):
+            await self._aliases.insert_one({"_id": ALIASES})
+
+    async def _read_aliases(self) -> Doc:
+        return await self._aliases.find_one({"_id": ALIASES}) or {}
 
     def _col(self, name: str) -> Collection:
         try:
@@ -138,17 +215,25 @@ class MongoViewStore(ViewStore):
         except KeyError:
             raise ViewStoreError(f"collection {name!r} was not set up") from None
 
-    def _mongo(self, col: Collection) -> AsyncCollection[Doc]:
-        return self._db[f"v_{col.name}"]
+    async def _resolve(self, name: str) -> tuple[Collection, AsyncCollection[Doc]]:
+        """The collection and the Mongo collection of the generation ``name`` addresses, alias read afresh."""
+        base, generation = split_generation(name)
+        col = self._col(base)
+        if generation is None:
+            with _translated(f"alias of {base}"):
+                aliases = await self._aliases.find_one({"_id": ALIASES}, {base: 1}) or {}
+            generation = _record(aliases, base).live
+        return col, self._db[_mongo_name(base, generation)]
 
     async def get(self, collection: str, id: str) -> Doc | None:
-        mongo = self._mongo(self._col(collection))
+        _, mongo = await self._resolve(collection)
         with _translated(f"get from {collection}"):
             doc = await mongo.find_one({"_id": id})
         return _plain(doc) if doc is not None else None
 
     async def get_many(self, collection: str, ids: Sequence[str]) -> dict[str, Doc]:
-        mongo = self._mongo(self._col(collection))
+        """The projector's prefetch: resolved afresh, so the batch after a swap folds over the new generation."""
+        _, mongo = await self._resolve(collection)
         unique = list(dict.fromkeys(ids))
         found: dict[str, Doc] = {}
         with _translated(f"get_many from {collection}"):
@@ -177,7 +262,7 @@ class MongoViewStore(ViewStore):
         return _path(field)
 
     async def find(self, query: Query) -> list[Doc]:
-        col = self._col(query.collection)
+        col, mongo = await self._resolve(query.collection)
         where = self._filter(col, query.where)
         if query.after is not None:
             where = {"$and": [where, self._keyset(col, query)]}
@@ -185,7 +270,7 @@ class MongoViewStore(ViewStore):
         if query.limit <= 0:  # Mongo reads limit 0 as "no limit"
             return []
         with _translated(f"find in {col.name}"):
-            return [_plain(doc) async for doc in self._mongo(col).find(where, sort=order, limit=query.limit)]
+            return [_plain(doc) async for doc in mongo.find(where, sort=order, limit=query.limit)]
 
     def _keyset(self, col: Collection, query: Query) -> dict[str, Any]:
         """Documents strictly after ``query.after`` in the query's order, for any mix of directions."""
@@ -199,16 +284,19 @@ class MongoViewStore(ViewStore):
         return {"$or": branches}
 
     async def count(self, collection: str, where: tuple[Cond, ...] = ()) -> int:
-        col = self._col(collection)
+        col, mongo = await self._resolve(collection)
         with _translated(f"count in {collection}"):
-            return await self._mongo(col).count_documents(self._filter(col, where))
+            return await mongo.count_documents(self._filter(col, where))
 
     async def commit(self, projector: str, changes: Sequence[Change], checkpoint: Mapping[int, int]) -> None:
-        """The changes in order, then the checkpoint: see the module docstring for why replay makes this safe."""
-        runs = [
-            (self._mongo(self._col(name)), [_write(c) for c in run])
-            for name, run in groupby(changes, key=lambda c: c.collection)
-        ]
+        """The changes in order, then the checkpoint; then again wherever a swap moved them meanwhile.
+
+        See the module docstring: replay makes the order safe, and the looks at the aliases
+        before and after the checkpoint make a concurrent swap lose nothing.
+        """
+        runs: Runs = [(name, list(run)) for name, run in groupby(changes, key=lambda c: c.collection)]
+        for name, _ in runs:
+            self._col(split_generation(name)[0])
         marks = [
             ReplaceOne(
                 {"_id": f"{projector}:{p}"},
@@ -217,11 +305,59 @@ class MongoViewStore(ViewStore):
             )
             for p, o in checkpoint.items()
         ]
+        written: set[tuple[str, int]] = set()
         with _translated(f"commit of {projector}"):
-            for mongo, writes in runs:
-                await mongo.bulk_write(writes, ordered=True)
+            await self._write_runs(runs, written)
+            await self._write_runs(runs, written)  # a swap begun meanwhile: readers see the copy with the checkpoint
             if marks:
                 await self._checkpoints.bulk_write(marks, ordered=True)
+            await self._write_runs(runs, written)  # a swap that compared checkpoints before this one moved
+
+    async def _write_runs(self, runs: Runs, written: set[tuple[str, int]]) -> None:
+        """Write each run to the generations it targets now and has not reached yet.
+
+        Only the first write to the live generation is plain; every later one is a copy.
+        """
+        if not runs:
+            return
+        aliases = await self._read_aliases()
+        first = not written
+        todo = {
+            (name, generation)
+            for name, _ in runs
+            for generation in _targets(aliases, name)
+            if (name, generation) not in written
+        }
+        for name, run in runs:
+            base = split_generation(name)[0]
+            for generation in _targets(aliases, name):
+                if (name, generation) not in todo:
+                    continue
+                mongo = self._db[_mongo_name(base, generation)]
+                copy = not first or generation != _targets(aliases, name)[0]
+                writes = [_write(c) for c in (await self._not_older(mongo, run) if copy else run)]
+                if writes:
+                    await mongo.bulk_write(writes, ordered=True)
+        written |= todo
+
+    @staticmethod
+    async def _not_older(mongo: AsyncCollection[Doc], run: list[Change]) -> list[Change]:
+        """The run without Puts that would replace a newer ``version`` (written by a builder ahead of the leader)."""
+        versions = {
+            doc["_id"]: doc["version"]
+            async for doc in mongo.find(
+                {"_id": {"$in": [c.doc["id"] for c in run if isinstance(c, Put)]}, "version": {"$exists": True}},
+                {"version": 1},
+            )
+        }
+
+        def newer(change: Change) -> bool:
+            if not isinstance(change, Put) or change.doc["id"] not in versions:
+                return False
+            mine, theirs = change.doc.get("version"), versions[change.doc["id"]]
+            return isinstance(mine, int) and isinstance(theirs, int) and theirs > mine
+
+        return [c for c in run if not newer(c)]
 
     async def checkpoint(self, projector: str) -> dict[int, int]:
         with _translated(f"checkpoint of {projector}"):
@@ -232,12 +368,101 @@ class MongoViewStore(ViewStore):
 
         Dropping a collection and recreating its indexes is much faster than deleting its documents one by one.
         """
-        cols = [self._col(name) for name in collections]
         with _translated(f"drop for {projector}"):
+            aliases = await self._read_aliases()
+            targets = [(self._col(split_generation(name)[0]), _targets(aliases, name)[0]) for name in collections]
             await self._checkpoints.delete_many({"projector": projector})
-            for col in cols:
-                await self._mongo(col).drop()
-                await self._create_indexes(col)
+            for col, generation in targets:
+                await self._db[_mongo_name(col.name, generation)].drop()
+                await self._create_indexes(col, generation)
+
+    # --- generations --------------------------------------------------------------
+
+    async def generations(self, collection: str) -> Generations:
+        with _translated(f"generations of {collection}"):
+            return _record(await self._read_aliases(), collection)
+
+    async def begin_generation(self, collection: Collection) -> int:
+        """Claims the next generation with an update filtered on the record as read, so two callers agree."""
+        self._collections.setdefault(collection.name, _checked(collection))
+        col = self._col(collection.name)
+        with _translated(f"begin_generation of {col.name}"):
+            await self._ensure_aliases()
+            while True:
+                aliases = await self._read_aliases()
+                current = _record(aliases, col.name)
+                if current.building is not None:
+                    generation = current.building
+                    break
+                generation = max(current.live, current.retired or 0) + 1
+                claimed = await self._aliases.update_one(
+                    {"_id": ALIASES, **_unchanged(aliases, col.name)},
+                    {"$set": {f"{col.name}.live": current.live, f"{col.name}.building": generation}},
+                )
+                if claimed.matched_count:
+                    break
+            await self._create_indexes(col, generation)
+        return generation
+
+    async def swap(self, generations: Mapping[str, int], builder: str, leader: str) -> bool:
+        """Mark, compare checkpoints, then swap in one update: see the module docstring for why the mark."""
+        cols = {self._col(name).name: generation for name, generation in generations.items()}
+        building = {f"{name}.building": generation for name, generation in cols.items()}
+        with _translated(f"swap of {', '.join(cols)}"):
+            aliases = await self._read_aliases()
+            current = {name: _record(aliases, name) for name in cols}
+            for name, generation in cols.items():
+                if current[name].building != generation:
+                    raise ViewStoreError(f"generation {generation} of {name} is not being built")
+            if _ahead(await self.checkpoint(leader), await self.checkpoint(builder)):
+                return False  # the common case while catching up: no mark, no copies
+            marked = await self._aliases.update_one(
+                {"_id": ALIASES, **building},
+                {"$set": {f"{name}.swapping": generation for name, generation in cols.items()}},
+            )
+            if not marked.matched_count:
+                raise ViewStoreError(f"the generations of {', '.join(cols)} changed during the swap")
+            unmark = {f"{name}.swapping": "" for name in cols}
+            if _ahead(await self.checkpoint(leader), await self.checkpoint(builder)):
+                await self._aliases.update_one({"_id": ALIASES, **building}, {"$unset": unmark})
+                return False
+            now = _now()
+            swapped = await self._aliases.update_one(
+                {"_id": ALIASES, **building, **{f"{name}.live": current[name].live for name in cols}},
+                {
+                    "$set": {
+                        field: value
+                        for name, generation in cols.items()
+                        for field, value in (
+                            (f"{name}.live", generation),
+                            (f"{name}.building", None),
+                            (f"{name}.retired", current[name].live),
+                            (f"{name}.swapped_at", now),
+                        )
+                    },
+                    "$unset": unmark,
+                },
+            )
+        if not swapped.matched_count:
+            raise ViewStoreError(f"the generations of {', '.join(cols)} changed during the swap")
+        return True
+
+    async def drop_generation(self, collection: str, generation: int) -> None:
+        """Unrecords the generation first (so a concurrent swap of it fails), then refuses it if live, then drops."""
+        col = self._col(collection)
+        name = col.name
+        with _translated(f"drop_generation {generation} of {name}"):
+            await self._aliases.update_one(
+                {"_id": ALIASES, f"{name}.retired": generation}, {"$set": {f"{name}.retired": None}}
+            )
+            await self._aliases.update_one(
+                {"_id": ALIASES, f"{name}.building": generation},
+                {"$set": {f"{name}.building": None}, "$unset": {f"{name}.swapping": ""}},
+            )
+            if _record(await self._read_aliases(), name).live == generation:
+                raise ViewStoreError(f"generation {generation} of {name} is live")
+            await self._db[_mongo_name(name, generation)].drop()
+            await self._checkpoints.delete_many({"projector": builder_name(name, generation)})
 
     async def ping(self) -> None:
         with _translated("ping"):

@@ -3,17 +3,35 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
 
 import httpx
+import pytest
 
 from events.sqlite_log import SqliteEventLog
 from ops.rebuild import rebuild
 from projectors.catalog import BY_NAME
-from projectors.ports import Generations, Put, at_generation, builder_name
-from projectors.sqlite_views import SqliteViewStore
-from snapfix.bootstrap import MAIN_PROJECTOR
+from projectors.ports import Generations, Put, ViewStore, at_generation, builder_name
+from snapfix.bootstrap import MAIN_PROJECTOR, open_view_store
 from snapfix.settings import Settings
+from tests.conftest import embedded_settings
+from tests.contract.backends import require_engine
+from tests.contract.test_view_store import mongo_database
 from tests.helpers import fresh, report, sign_up
+
+VIEW_STORES = ["sqlite", pytest.param("mongodb", marks=pytest.mark.engines)]
+
+
+@pytest.fixture
+async def settings(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Settings]:
+    """The embedded deployment, with its views in SQLite (default) or in a fresh MongoDB (FerretDB) database."""
+    if getattr(request, "param", "sqlite") == "mongodb":
+        require_engine("mongodb")
+        async with mongo_database() as url:
+            yield embedded_settings(tmp_path, view_store=url)
+        return
+    yield embedded_settings(tmp_path)
 
 
 async def browse_all(http: httpx.AsyncClient, **headers: str) -> set[str]:
@@ -31,11 +49,11 @@ async def browse_all(http: httpx.AsyncClient, **headers: str) -> set[str]:
             return seen
 
 
-async def operator(settings: Settings) -> tuple[SqliteEventLog, SqliteViewStore]:
+async def operator(settings: Settings) -> tuple[SqliteEventLog, ViewStore]:
     """The log and views as a separate `snapfix rebuild` process opens them."""
     log = SqliteEventLog(settings.event_log)
     await log.open()
-    return log, SqliteViewStore(settings.view_store)
+    return log, await open_view_store(settings)
 
 
 class TestRebuild:
@@ -82,6 +100,7 @@ class TestRebuild:
         await views.close()
         await log.close()
 
+    @pytest.mark.parametrize("settings", VIEW_STORES, indirect=True)
     async def test_a_crashed_rebuild_resumes_from_its_checkpoint(
         self, client: httpx.AsyncClient, settings: Settings
     ) -> None:

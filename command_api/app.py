@@ -39,6 +39,6 @@ def install_command_errors(app: FastAPI) -> None:
             503,
             "log-unavailable",
             "Event log unavailable",
-            "the command was not recorded; retry shortly",
+            "the command may not have been recorded: retry with the same Idempotency-Key",
             headers={"Retry-After": "1"},
         )

@@ -45,7 +45,7 @@ class RebuildResult:
 
 def backlog(head: dict[int, int], checkpoint: dict[int, int]) -> int:
     """Events in the log after a checkpoint (offsets per partition)."""
-    return sum(max(0, offset - checkpoint.get(partition, 0)) for partition, offset in head.items())
+    return sum(max(0, offset - checkpoint.get(partition, -1)) for partition, offset in head.items())
 
 
 async def rebuild(

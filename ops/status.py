@@ -14,7 +14,7 @@ from snapfix.bootstrap import MAIN_PROJECTOR
 
 def backlog(head: dict[int, int], checkpoint: dict[int, int]) -> int:
     """Events in the log after a checkpoint (offsets per partition)."""
-    return sum(max(0, offset - checkpoint.get(partition, 0)) for partition, offset in head.items())
+    return sum(max(0, offset - checkpoint.get(partition, -1)) for partition, offset in head.items())
 
 
 async def projector_status(

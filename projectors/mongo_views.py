@@ -161,7 +161,7 @@ def _unchanged(aliases: Doc, collection: str) -> dict[str, Any]:
 
 
 def _ahead(leader: Mapping[int, int], builder: Mapping[int, int]) -> bool:
-    return any(offset > builder.get(partition, 0) for partition, offset in leader.items())
+    return any(offset > builder.get(partition, -1) for partition, offset in leader.items())
 
 
 def _now() -> str:

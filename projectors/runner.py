@@ -301,7 +301,7 @@ class ProjectionRunner:
         log.info("projector.stopped", projector=self.name, checkpoint=self.checkpoint)
 
     def reached(self, partition: int, offset: int) -> bool:
-        return self.checkpoint.get(partition, 0) >= offset
+        return self.checkpoint.get(partition, -1) >= offset  # Kafka offsets start at 0
 
     async def wait_until(self, partition: int, offset: int, timeout: float) -> bool:
         """Wait until this worker has applied the given position; False on timeout."""

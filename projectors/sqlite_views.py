@@ -67,7 +67,7 @@ def _aliases(conn: sqlite3.Connection, collection: str) -> Generations:
 
 
 def _ahead(leader: Mapping[int, int], builder: Mapping[int, int]) -> bool:
-    return any(offset > builder.get(partition, 0) for partition, offset in leader.items())
+    return any(offset > builder.get(partition, -1) for partition, offset in leader.items())
 
 
 def _checkpoint(conn: sqlite3.Connection, projector: str) -> dict[int, int]:

@@ -20,7 +20,7 @@ async def wait_for_token(c: Container, token: str) -> bool:
     delay = 0.002
     while True:
         checkpoint = await c.views.checkpoint(MAIN_PROJECTOR)
-        if checkpoint.get(position.partition, 0) >= position.offset:
+        if checkpoint.get(position.partition, -1) >= position.offset:
             return True
         if time.monotonic() >= deadline:
             return False

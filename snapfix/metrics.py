@@ -115,7 +115,7 @@ def batch_applied(projector: str, events: int, dead_letters: int, seconds: float
 
 def backlog(head: Mapping[int, int], checkpoint: Mapping[int, int]) -> int:
     """Events after a checkpoint, given the newest offset of each partition."""
-    return sum(max(0, offset - checkpoint.get(partition, 0)) for partition, offset in head.items())
+    return sum(max(0, offset - checkpoint.get(partition, -1)) for partition, offset in head.items())
 
 
 def set_lag(projector: str, events: int, batch: Iterable[Envelope]) -> None:

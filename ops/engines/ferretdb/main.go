@@ -5,6 +5,11 @@
 // panics at start (FerretDB issue #2982). The embeddable package skips that check when the main module
 // is not FerretDB's own, and it disables telemetry by itself. ops/engines.sh builds this program once
 // into .engines/bin/ferretdb.
+//
+// Two backends: PostgreSQL (`--handler=postgresql --postgresql-url=postgres://...`, FerretDB v1's main
+// backend and ops/engines.sh's default) or SQLite (`--handler=sqlite --sqlite-dir=DIR`). The flags fall
+// back to FERRETDB_HANDLER, FERRETDB_POSTGRESQL_URL and FERRETDB_SQLITE_DIR. The embeddable package
+// exposes only these: FerretDB's experimental pushdown switches (--test-*) are not reachable from here.
 package main
 
 import (
@@ -12,6 +17,7 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"net/url"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -26,12 +32,23 @@ import (
 
 func main() {
 	listen := flag.String("listen-addr", "127.0.0.1:27017", "TCP address to listen on")
-	dataDir := flag.String("sqlite-dir", "", "directory for the SQLite databases (required; created if missing)")
+	handler := flag.String("handler", envOr("FERRETDB_HANDLER", "sqlite"), "backend: postgresql or sqlite (env FERRETDB_HANDLER)")
+	pgURL := flag.String("postgresql-url", os.Getenv("FERRETDB_POSTGRESQL_URL"),
+		"PostgreSQL URL for --handler=postgresql, e.g. postgres://user@127.0.0.1:5433/ferretdb (env FERRETDB_POSTGRESQL_URL)")
+	dataDir := flag.String("sqlite-dir", os.Getenv("FERRETDB_SQLITE_DIR"),
+		"directory for the SQLite databases with --handler=sqlite (created if missing; env FERRETDB_SQLITE_DIR)")
 	logLevel := flag.String("log-level", "info", "log level: debug, info, warn or error")
 	flag.Parse()
 
-	if *dataDir == "" {
-		fmt.Fprintln(os.Stderr, "ferretdb: --sqlite-dir is required")
+	switch {
+	case *handler == "sqlite" && *dataDir == "":
+		fmt.Fprintln(os.Stderr, "ferretdb: --handler=sqlite needs --sqlite-dir")
+		os.Exit(2)
+	case *handler == "postgresql" && *pgURL == "":
+		fmt.Fprintln(os.Stderr, "ferretdb: --handler=postgresql needs --postgresql-url")
+		os.Exit(2)
+	case *handler != "sqlite" && *handler != "postgresql":
+		fmt.Fprintf(os.Stderr, "ferretdb: unknown --handler %q (postgresql or sqlite)\n", *handler)
 		os.Exit(2)
 	}
 
@@ -42,17 +59,30 @@ func main() {
 	}
 	logger := slog.New(&quietEndSessions{Handler: slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})})
 
-	dir, err := filepath.Abs(*dataDir)
-	if err == nil {
-		err = os.MkdirAll(dir, 0o755)
+	cfg := &ferretdb.Config{
+		Listener: ferretdb.ListenerConfig{TCP: *listen},
+		Logger:   logger,
+		Handler:  *handler,
 	}
-	if err != nil {
-		logger.Error("cannot prepare data directory", "dir", *dataDir, "error", err)
-		os.Exit(1)
-	}
+	backend := []any{"handler", *handler}
 
-	// The SQLite handler takes a "file:" URI naming a directory; it must end with a slash.
-	sqliteURL := "file:" + strings.TrimSuffix(dir, "/") + "/"
+	if *handler == "sqlite" {
+		dir, err := filepath.Abs(*dataDir)
+		if err == nil {
+			err = os.MkdirAll(dir, 0o755)
+		}
+		if err != nil {
+			logger.Error("cannot prepare data directory", "dir", *dataDir, "error", err)
+			os.Exit(1)
+		}
+
+		// The SQLite handler takes a "file:" URI naming a directory; it must end with a slash.
+		cfg.SQLiteURL = "file:" + strings.TrimSuffix(dir, "/") + "/"
+		backend = append(backend, "sqlite", cfg.SQLiteURL)
+	} else {
+		cfg.PostgreSQLURL = *pgURL
+		backend = append(backend, "postgresql", redactURL(*pgURL))
+	}
 
 	// Report the real FerretDB version (buildInfo's ferretdbVersion, startup log) instead of "unknown":
 	// the embedded package cannot know it, our module's build info does.
@@ -64,27 +94,38 @@ func main() {
 		}
 	}
 
-	f, err := ferretdb.New(&ferretdb.Config{
-		Listener:  ferretdb.ListenerConfig{TCP: *listen},
-		Logger:    logger,
-		Handler:   "sqlite",
-		SQLiteURL: sqliteURL,
-	})
+	f, err := ferretdb.New(cfg)
 	if err != nil {
 		logger.Error("cannot start FerretDB", "error", err)
 		os.Exit(1)
 	}
 
-	// SIGTERM/SIGINT end Run cleanly: listeners and connections close, SQLite files are closed.
+	// SIGTERM/SIGINT end Run cleanly: listeners and connections close, the backend is closed.
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 
-	logger.Info("FerretDB starting", "version", version.Get().Version, "listen", *listen, "sqlite", sqliteURL)
+	logger.Info("FerretDB starting", append([]any{"version", version.Get().Version, "listen", *listen}, backend...)...)
 	if err := f.Run(ctx); err != nil {
 		logger.Error("FerretDB stopped with an error", "error", err)
 		os.Exit(1)
 	}
 	logger.Info("FerretDB stopped")
+}
+
+func envOr(name, def string) string {
+	if v := os.Getenv(name); v != "" {
+		return v
+	}
+	return def
+}
+
+// redactURL hides a password in a connection URL before it is logged.
+func redactURL(s string) string {
+	u, err := url.Parse(s)
+	if err != nil {
+		return "(unparsable URL)"
+	}
+	return u.Redacted()
 }
 
 // quietEndSessions drops one known, harmless warning. PyMongo sends endSessions whenever a client

@@ -239,37 +239,28 @@ class CommandHandlers:
         expected_version: int | None = None,
         idem: Idempotency | None = None,
     ) -> CommandResult:
-        return await self._execute(
-            "user",
-            cmd.user_id,
-            user_domain.User(id=cmd.user_id),
-            user_domain.evolve,
-            lambda s: user_domain.change_profile(s.state, cmd, actor),
-            meta,
-            expected_version,
-            idem,
-        )
+        decide = lambda s: user_domain.change_profile(s.state, cmd, actor)  # noqa: E731
+        return await self._on_user(cmd.user_id, decide, meta, expected_version, idem)
 
     @metrics.counted
     async def grant_role(self, cmd: c.GrantRole, actor: Actor, meta: Metadata) -> CommandResult:
-        return await self._execute(
-            "user",
-            cmd.user_id,
-            user_domain.User(id=cmd.user_id),
-            user_domain.evolve,
-            lambda s: user_domain.grant_role(s.state, cmd, actor),
-            meta,
-        )
+        return await self._on_user(cmd.user_id, lambda s: user_domain.grant_role(s.state, cmd, actor), meta)
 
     @metrics.counted
     async def revoke_role(self, cmd: c.RevokeRole, actor: Actor, meta: Metadata) -> CommandResult:
+        return await self._on_user(cmd.user_id, lambda s: user_domain.revoke_role(s.state, cmd, actor), meta)
+
+    async def _on_user(
+        self,
+        user_id: str,
+        decide: Callable[[Loaded[user_domain.User]], list[DomainEvent]],
+        meta: Metadata,
+        expected_version: int | None = None,
+        idem: Idempotency | None = None,
+    ) -> CommandResult:
+        """A command on an existing user's aggregate."""
         return await self._execute(
-            "user",
-            cmd.user_id,
-            user_domain.User(id=cmd.user_id),
-            user_domain.evolve,
-            lambda s: user_domain.revoke_role(s.state, cmd, actor),
-            meta,
+            "user", user_id, user_domain.User(id=user_id), user_domain.evolve, decide, meta, expected_version, idem
         )
 
     # --- the catalogue ------------------------------------------------------------

@@ -65,6 +65,7 @@ from projectors.ports import (
     ViewStore,
     ViewStoreError,
     ViewStoreUnavailable,
+    ahead,
     builder_name,
     split_generation,
 )
@@ -158,10 +159,6 @@ def _unchanged(aliases: Doc, collection: str) -> dict[str, Any]:
         return {collection: None}
     record = _record(aliases, collection)
     return {f"{collection}.live": record.live, f"{collection}.building": record.building}
-
-
-def _ahead(leader: Mapping[int, int], builder: Mapping[int, int]) -> bool:
-    return any(offset > builder.get(partition, -1) for partition, offset in leader.items())
 
 
 def _now() -> str:
@@ -414,7 +411,7 @@ class MongoViewStore(ViewStore):
             for name, generation in cols.items():
                 if current[name].building != generation:
                     raise ViewStoreError(f"generation {generation} of {name} is not being built")
-            if _ahead(await self.checkpoint(leader), await self.checkpoint(builder)):
+            if ahead(await self.checkpoint(leader), await self.checkpoint(builder)):
                 return False  # the common case while catching up: no mark, no copies
             marked = await self._aliases.update_one(
                 {"_id": ALIASES, **building},
@@ -423,7 +420,7 @@ class MongoViewStore(ViewStore):
             if not marked.matched_count:
                 raise ViewStoreError(f"the generations of {', '.join(cols)} changed during the swap")
             unmark = {f"{name}.swapping": "" for name in cols}
-            if _ahead(await self.checkpoint(leader), await self.checkpoint(builder)):
+            if ahead(await self.checkpoint(leader), await self.checkpoint(builder)):
                 await self._aliases.update_one({"_id": ALIASES, **building}, {"$unset": unmark})
                 return False
             now = _now()

@@ -181,3 +181,8 @@ class ViewStore(abc.ABC):
 
     async def close(self) -> None:  # noqa: B027
         """Release connections."""
+
+
+def ahead(leader: Mapping[int, int], builder: Mapping[int, int]) -> bool:
+    """True while the live projector has applied something the builder has not (absent = -1)."""
+    return any(offset > builder.get(partition, -1) for partition, offset in leader.items())

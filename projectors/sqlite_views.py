@@ -30,6 +30,7 @@ from projectors.ports import (
     Query,
     ViewStore,
     ViewStoreError,
+    ahead,
     builder_name,
     split_generation,
 )
@@ -64,10 +65,6 @@ def _aliases(conn: sqlite3.Connection, collection: str) -> Generations:
         "SELECT live, building, retired, swapped_at FROM aliases WHERE collection = ?", (collection,)
     ).fetchone()
     return Generations(*row) if row else Generations()
-
-
-def _ahead(leader: Mapping[int, int], builder: Mapping[int, int]) -> bool:
-    return any(offset > builder.get(partition, -1) for partition, offset in leader.items())
 
 
 def _checkpoint(conn: sqlite3.Connection, projector: str) -> dict[int, int]:
@@ -336,7 +333,7 @@ class SqliteViewStore(ViewStore):
             for name, generation in cols.items():
                 if current[name].building != generation:
                     raise ViewStoreError(f"generation {generation} of {name} is not being built")
-            if _ahead(_checkpoint(conn, leader), _checkpoint(conn, builder)):
+            if ahead(_checkpoint(conn, leader), _checkpoint(conn, builder)):
                 return False
             for name, generation in cols.items():
                 conn.execute(

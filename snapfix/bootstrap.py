@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import os
+import signal
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -68,13 +70,26 @@ async def open_event_log(settings: Settings) -> tuple[EventStore, EventLog]:
         kafka_log = KafkaEventLog(topic)
         await kafka_log.open()
         publisher = KafkaPublisher(topic, timeout_s=settings.kafka_publish_timeout_ms / 1000)
-        store = MongoEventStore(settings.write_store, publisher)
+        store = MongoEventStore(settings.write_store, publisher, faults=kill_fault(settings))
         await store.open()
         kafka_log.close_also(store.close)  # build() registers only the log's close
         return store, kafka_log
     raise ValueError(
         f"unsupported SNAPFIX_EVENT_LOG {settings.event_log!r}; expected sqlite:///path or kafka://host:port"
     )
+
+
+def kill_fault(settings: Settings) -> Callable[[str], Awaitable[None]] | None:
+    """Tests only: a fault hook that SIGKILLs this process at the step SNAPFIX_FAULT_KILL_AT names."""
+    step = settings.fault_kill_at
+    if step is None or settings.environment != "test":
+        return None
+
+    async def kill(at: str) -> None:
+        if at == step:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    return kill
 
 
 async def open_view_store(settings: Settings) -> ViewStore:

@@ -68,12 +68,17 @@ class Settings(BaseSettings):
     smtp_url: str | None = Field(None, description="smtp://host:port for notification emails; unset: none are sent")
     mail_from: str = "SnapFix <no-reply@snapfix.invalid>"
     process_managers: bool = Field(True, description="run the photo worker and the notifier in the projecting role")
+    fault_kill_at: Literal["claimed", "committed", "published"] | None = Field(
+        None, description="tests only: the command API SIGKILLs itself at this step of an append (kafka:// log)"
+    )
 
     @model_validator(mode="after")
     def _refuse_unsafe_secret(self) -> Settings:
         secret = self.jwt_secret.get_secret_value()
         if self.environment == "production" and (secret == DEV_SECRET or len(secret) < 32):
             raise ValueError("SNAPFIX_JWT_SECRET must be set to a random value of at least 32 characters in production")
+        if self.fault_kill_at is not None and self.environment != "test":
+            raise ValueError("SNAPFIX_FAULT_KILL_AT is a test-only fault hook: it needs SNAPFIX_ENVIRONMENT=test")
         return self
 
     @property

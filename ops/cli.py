@@ -14,7 +14,7 @@ from command_api import commands as c
 from command_api.domain.actor import ROLES, SYSTEM
 from command_api.domain.errors import DomainError
 from events.envelope import Metadata
-from ops import operator_cli
+from ops import operator_cli, write_store
 from snapfix import bootstrap
 from snapfix.logs import configure_logging
 from snapfix.settings import Settings
@@ -159,6 +159,7 @@ def users_create(
 
 
 operator_cli.register(app, _settings)
+write_store.register(app, _settings)
 
 
 @app.command()

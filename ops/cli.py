@@ -84,7 +84,11 @@ def query_api(host: HostOpt = None, port: PortOpt = None) -> None:
 
 @app.command()
 def projectors() -> None:
-    """Run a projector worker: embedded, it tails the SQLite log; on Kafka, it joins the consumer group."""
+    """Run a projector worker: embedded, it tails the SQLite log; on Kafka, it joins the consumer group.
+
+    With SNAPFIX_PROCESS_MANAGERS=true (the default) it also runs the photo worker and the
+    notifier; with several workers, set it to false on all but one.
+    """
     settings = _settings()
     if settings.embedded:
         asyncio.run(_tail(settings))
@@ -99,7 +103,8 @@ async def _tail(settings: Settings) -> None:
 
     from snapfix import metrics
 
-    container = await bootstrap.build(settings, write=False, read=False, project=True)
+    # The process managers command (thumbnails, email claims): they need the write side.
+    container = await bootstrap.build(settings, write=settings.process_managers, read=False, project=True)
     assert container.runner is not None
     metrics.serve(settings.metrics_port, settings.host)
     stop = asyncio.Event()
@@ -107,7 +112,9 @@ async def _tail(settings: Settings) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     try:
-        await container.runner.run_forever(stop)
+        await asyncio.gather(
+            container.runner.run_forever(stop), *(m.run_forever(stop) for m in container.process_managers)
+        )
     finally:
         await bootstrap.close(container)
 

@@ -99,6 +99,12 @@ def create_worker_app(settings: Settings) -> faust.App:
     async def assigned(_app: faust.App, assigned: set[TP], **_: Any) -> None:
         log.info("projector.worker.assigned", partitions=sorted(tp.partition for tp in assigned))
 
+    if settings.process_managers:
+
+        @app.task
+        async def process_managers() -> None:
+            await run_process_managers(settings)
+
     @app.agent(topic)
     async def project(stream: faust.StreamT) -> None:
         runner = await views.runner()
@@ -108,6 +114,37 @@ def create_worker_app(settings: Settings) -> faust.App:
             _record_lag(app, settings.kafka_topic, runner, batch)
 
     return app
+
+
+async def run_process_managers(settings: Settings) -> None:
+    """The photo worker and the notifier beside the faust agent, until the worker stops (which cancels this).
+
+    They are not partition-bound: each reads every partition through its own
+    ``KafkaEventLog`` from its own checkpoint in the view store, so a rebalance of the
+    group does not move them. Every worker started with SNAPFIX_PROCESS_MANAGERS=true runs
+    a set; their side effects are idempotent (one thumbnail event, one email claim on the
+    event store), so a second set is wasted work, not a duplicate email.
+    """
+    delay = 1.0
+    while True:  # a store still starting must not take the faust worker (and the views) down with it
+        try:
+            container = await bootstrap.build_process_managers(settings)
+            break
+        except Exception as error:  # noqa: BLE001 - retried until the stores answer, and said so
+            log.warning("projector.worker.process_managers_retry", reason=f"{type(error).__name__}: {error}")
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 30.0)
+    stop = asyncio.Event()
+    tasks = [asyncio.create_task(m.run_forever(stop), name=m.name) for m in container.process_managers]
+    log.info("projector.worker.process_managers", names=[m.name for m in container.process_managers])
+    try:
+        await asyncio.gather(*tasks)
+    finally:
+        stop.set()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await bootstrap.close(container)
 
 
 async def _apply_until_done(runner: ProjectionRunner, batch: list[Envelope]) -> None:

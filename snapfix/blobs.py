@@ -1,8 +1,8 @@
 """The blob-store port (photos and thumbnails) and its filesystem adapter.
 
 Views and events hold only a blob's key; the bytes live here. The distributed deployment
-needs a shared store: a ``GridFsBlobStore`` over PyMongo's async GridFS bucket is the
-planned adapter (a follow-up); it must pass ``tests/contract/test_blob_store.py`` too.
+needs a shared store: ``snapfix.gridfs_blobs.GridFsBlobStore`` over PyMongo's async GridFS bucket;
+both adapters pass ``tests/contract/test_blob_store.py``.
 """
 
 from __future__ import annotations

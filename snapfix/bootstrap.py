@@ -15,7 +15,7 @@ from command_api.handlers import CommandHandlers, PhotoLimits
 from command_api.security import Passwords
 from events.ports import EventLog, EventStore
 from projectors.catalog import ALL
-from projectors.ports import ViewStore
+from projectors.ports import Collection, ViewStore
 from projectors.runner import ProjectionRunner
 from snapfix.blobs import BlobStore, FilesystemBlobStore, blob_store_path
 from snapfix.cache import Cache, CacheStats, MemoryCache, ViewCache
@@ -117,7 +117,11 @@ async def open_cache(settings: Settings) -> Cache:
 
 
 def open_blob_store(settings: Settings) -> BlobStore:
-    """Photos and thumbnails; the GridFS adapter for the distributed deployment is a follow-up."""
+    """Photos and thumbnails: a folder when embedded; GridFS when roles run on different hosts."""
+    if settings.blob_store.startswith(("mongodb:", "mongodb+srv:")):
+        from snapfix.gridfs_blobs import GridFsBlobStore
+
+        return GridFsBlobStore(settings.blob_store)
     return FilesystemBlobStore(blob_store_path(settings.blob_store))
 
 
@@ -126,6 +130,7 @@ async def build(settings: Settings, *, write: bool = True, read: bool = True, pr
     c = Container(settings=settings)
     c.tokens = Tokens(settings)
     c.blobs = open_blob_store(settings)
+    c.closers.append(c.blobs.close)
     if write or project:
         c.store, c.log = await open_event_log(settings)
         c.closers.append(c.log.close)
@@ -142,7 +147,7 @@ async def build(settings: Settings, *, write: bool = True, read: bool = True, pr
         )
     if read or project:
         c.views = await open_view_store(settings)
-        await c.views.setup([col for p in ALL for col in p.collections])
+        await c.views.setup([col for p in ALL for col in p.collections] + list(process_manager_collections()))
         c.closers.append(c.views.close)
         c.cache = await open_cache(settings)
         c.closers.append(c.cache.close)
@@ -166,6 +171,50 @@ async def build(settings: Settings, *, write: bool = True, read: bool = True, pr
     return c
 
 
+def process_manager_collections() -> tuple[Collection, ...]:
+    """The views the process managers keep: a query API in its own process reads them without running them."""
+    from projectors.notifications import FOLLOWERS, NOTIFICATIONS
+
+    return (FOLLOWERS, NOTIFICATIONS)
+
+
+async def build_process_managers(settings: Settings) -> Container:
+    """The projector role's process managers, with the write side the photo worker and the notifier command.
+
+    No projection runner: on Kafka the faust worker folds the views; the managers follow
+    the log with their own checkpoints (so one set of them, see SNAPFIX_PROCESS_MANAGERS).
+    """
+    c = await build(settings, write=True, read=True, project=False)
+    await _build_process_managers(c)
+    return c
+
+
+async def _manager_log(c: Container) -> EventLog:
+    """A log reader of its own for one process manager.
+
+    ``KafkaEventLog`` has one consumer that seeks whenever a caller's checkpoint differs
+    from its cursor: managers sharing it would throw away each other's fetched records.
+    SQLite reads are plain queries, so the shared log is fine there.
+    """
+    assert c.log is not None
+    if not c.settings.event_log.startswith("kafka:"):
+        return c.log
+    from events.kafka_log import KafkaEventLog, KafkaTopic
+
+    own = KafkaEventLog(
+        KafkaTopic.from_url(
+            c.settings.event_log,
+            name=c.settings.kafka_topic,
+            partitions=c.settings.kafka_partitions,
+            replication_factor=c.settings.kafka_replication_factor,
+            retention_ms=c.settings.kafka_retention_ms,
+        )
+    )
+    await own.open()
+    c.closers.append(own.close)
+    return own
+
+
 async def _build_process_managers(c: Container) -> None:
     """The photo worker (needs the command side) and the notification worker (emails only with SNAPFIX_SMTP_URL)."""
     from projectors.notifications import NotificationWorker, Notifier
@@ -178,9 +227,10 @@ async def _build_process_managers(c: Container) -> None:
     notifier = None
     if c.handlers is not None and c.settings.smtp_url:
         notifier = Notifier(c.handlers, SmtpMailer(c.settings.smtp_url, c.settings.mail_from), c.views)
-    c.process_managers.append(NotificationWorker(c.log, c.views, notifier, **poll))
+    c.process_managers.append(NotificationWorker(await _manager_log(c), c.views, notifier, **poll))
     if c.handlers is not None and c.blobs is not None:
-        c.process_managers.append(PhotoWorker(c.log, c.views, c.blobs, c.handlers, c.settings.photo_max_pixels, **poll))
+        photos = PhotoWorker(await _manager_log(c), c.views, c.blobs, c.handlers, c.settings.photo_max_pixels, **poll)
+        c.process_managers.append(photos)
     for manager in c.process_managers:
         await manager.setup()
 

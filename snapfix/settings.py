@@ -57,7 +57,9 @@ class Settings(BaseSettings):
     max_page_size: int = Field(100, ge=1, le=1000)
     command_retries: int = Field(5, ge=0, le=50, description="retries of a command without If-Match on conflict")
 
-    blob_store: str = Field("file://./data/blobs", description="file:///path (GridFS for the distributed deployment)")
+    blob_store: str = Field(
+        "file://./data/blobs", description="file:///path, or mongodb://host/db (GridFS) when roles run apart"
+    )
     photo_max_bytes: int = Field(10 * 1024 * 1024, ge=1024, description="largest photo upload (413 above)")
     photo_max_pixels: int = Field(40_000_000, ge=10_000, description="decompression-bomb guard (413 above)")
     max_body_bytes: int = Field(1024 * 1024, ge=1024, description="largest request body except photo uploads (413)")
@@ -67,7 +69,11 @@ class Settings(BaseSettings):
     rate_limit_window_s: int = Field(60, ge=1, description="the rate limits' window")
     smtp_url: str | None = Field(None, description="smtp://host:port for notification emails; unset: none are sent")
     mail_from: str = "SnapFix <no-reply@snapfix.invalid>"
-    process_managers: bool = Field(True, description="run the photo worker and the notifier in the projecting role")
+    process_managers: bool = Field(
+        True,
+        description="run the photo worker and the notifier in the projecting role (serve, or snapfix projectors);"
+        " with several projector workers, true on one of them",
+    )
     fault_kill_at: Literal["claimed", "committed", "published"] | None = Field(
         None, description="tests only: the command API SIGKILLs itself at this step of an append (kafka:// log)"
     )

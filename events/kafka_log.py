@@ -11,6 +11,9 @@ Records on the topic:
 - headers (UTF-8 strings, for routing and tooling that should not parse the value):
   ``event_type``, ``schema_version``, ``aggregate_type``, ``aggregate_id``,
   ``aggregate_version`` and ``correlation_id`` (left out when the event has none).
+- timestamp: the envelope's ``occurred_at`` (CreateTime), not the moment of publishing, so
+  ``position_at`` (Kafka's ``offsets_for_times``) finds events by the same time the SQLite
+  log and ``snapfix export --since/--until`` use, even when the relay publishes late.
 
 Positions are ``Position(partition, kafka offset)``; a checkpoint maps a partition to the
 last offset consumed, and a partition missing from it is read from its beginning. After a
@@ -29,6 +32,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
@@ -218,6 +222,7 @@ class KafkaPublisher:
             value=encode(envelope),
             key=envelope.aggregate_id.encode(),
             headers=record_headers(envelope),
+            timestamp_ms=int(envelope.occurred_at.timestamp() * 1000),
         )
 
 
@@ -281,6 +286,33 @@ class KafkaEventLog(EventLog):
         except KafkaError as e:
             raise EventLogError(f"reading the end of {self._topic.name} failed: {e!r}") from e
         return {tp.partition: end - 1 for tp, end in ends.items() if end > 0}
+
+    async def position_at(self, moment: datetime) -> dict[int, int]:
+        """Kafka's own time index (``offsets_for_times``), so a time seek costs one request per broker.
+
+        A partition's first record at or after ``moment`` at offset o gives the checkpoint
+        o - 1; o == 0 is left out (a missing partition is read from its beginning). A partition
+        with no record that late maps to its last offset; an empty one is left out, as in ``head``.
+        Record timestamps are millisecond ``occurred_at`` values, so ``moment`` is rounded down to
+        the millisecond: the seek may start a little early, never late; export filters by the
+        exact ``occurred_at`` after it.
+        """
+        millis = int(moment.timestamp() * 1000)
+        try:
+            consumer = await self._started()
+            found = await consumer.offsets_for_times({tp: millis for tp in self._partitions})
+            ends = await consumer.end_offsets(self._partitions)
+        except KafkaError as e:
+            raise EventLogError(f"seeking {self._topic.name} by time failed: {e!r}") from e
+        checkpoint: dict[int, int] = {}
+        for tp in self._partitions:
+            hit = found.get(tp)
+            if hit is not None:
+                if hit.offset > 0:
+                    checkpoint[tp.partition] = hit.offset - 1
+            elif ends.get(tp, 0) > 0:
+                checkpoint[tp.partition] = ends[tp] - 1
+        return checkpoint
 
     async def wait(self, after: Checkpoint, timeout: float) -> None:
         async with self._lock:

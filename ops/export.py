@@ -53,7 +53,9 @@ async def resolve(event_log: EventLog, selection: Slice) -> Slice:
             p: o for p, o in after.items() if p not in start
         }
     if selection.until is not None:
-        end = await event_log.position_at(selection.until + timedelta(microseconds=1))
+        # One millisecond past ``until``: Kafka's record timestamps are whole milliseconds, so a
+        # later bound never cuts an event of ``until``'s millisecond; ``_wanted`` trims the extra.
+        end = await event_log.position_at(selection.until + timedelta(milliseconds=1))
         through = end if through is None else {p: min(o, through.get(p, o)) for p, o in end.items()}
     return Slice(
         after, through, selection.since, selection.until, selection.event_types, selection.aggregates, selection.limit
@@ -78,7 +80,8 @@ async def read_slice(
             part, offset = env.position.partition, env.position.offset
             cursor[part] = offset
             if through is not None and offset > through.get(part, -1):
-                finished = finished or len(through) <= 1
+                # past the end of the only bounded partition (SQLite's one): nothing more to read
+                finished = finished or (len(through) <= 1 and part in through)
                 continue
             if _wanted(env, selection):
                 chosen.append(env)
@@ -206,4 +209,3 @@ async def export(
         tally.written += len(events)
     sink.close()
     return tally
-

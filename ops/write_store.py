@@ -26,20 +26,20 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from pymongo import AsyncMongoClient
-from pymongo.errors import ConfigurationError, PyMongoError
 
 from command_api.domain.user import normalise_email
 from events import types as t
 from events.envelope import Envelope
-from events.kafka_log import UNDECODABLE, KafkaEventLog, KafkaTopic
-from events.mongo_store import _Commit, slot_id
 from events.ports import EventLogError
 from ops.progress import progress_bar
 
+if TYPE_CHECKING:  # the distributed drivers load only when the command runs: `snapfix serve` has none
+    from events.kafka_log import KafkaEventLog, KafkaTopic
+
+UNDECODABLE = "snapfix.UndecodableRecord"  # events.kafka_log.UNDECODABLE, without importing aiokafka
 Doc = dict[str, Any]
 REGISTERED = t.UserRegistered.event_type()
 READ_BATCH = 2000
@@ -115,6 +115,8 @@ def _where(event: Envelope) -> str:
 
 def _commit_doc(event: Envelope) -> Doc:
     """A published commit of one event, in the exact format MongoEventStore writes (its own to_doc)."""
+    from events.mongo_store import _Commit, slot_id
+
     after = event.aggregate_version - 1
     commit = _Commit(slot_id(event.aggregate_id, after, 0), event.aggregate_id, after, event.event_id, (event,))
     doc = commit.to_doc()
@@ -177,6 +179,11 @@ async def rebuild(topic: KafkaTopic, write_store: str, *, force: bool = False, s
     A non-empty database is refused (it may be the live one) unless ``force``, which drops it
     first. Run it with the command APIs stopped: appends during the rebuild are not in it.
     """
+    from pymongo import AsyncMongoClient
+    from pymongo.errors import ConfigurationError, PyMongoError
+
+    from events.kafka_log import KafkaEventLog
+
     client: AsyncMongoClient[Doc] = AsyncMongoClient(write_store, tz_aware=True, serverSelectionTimeoutMS=5000)
     kafka_log = KafkaEventLog(topic)
     try:
@@ -235,6 +242,8 @@ def register(app: typer.Typer, settings_factory: Any) -> None:
         if not settings.event_log.startswith("kafka:"):
             typer.echo("snapfix: the write store exists only with a kafka:// SNAPFIX_EVENT_LOG", err=True)
             raise typer.Exit(2)
+        from events.kafka_log import KafkaTopic
+
         topic = KafkaTopic.from_url(
             settings.event_log,
             name=settings.kafka_topic,

@@ -14,6 +14,7 @@ from bench.loadgen import percentile
 from bench.workload import World, _auth, report_body
 
 CACHE_HIT = re.compile(r"^(\w*cache\w*hit\w*?)(?:_total)?(\{[^}]*\})?\s+([\d.eE+-]+)$", re.MULTILINE)
+LOOKUPS = re.compile(r'^snapfix_cache_lookups_total\{([^}]*)\}\s+([\d.eE+-]+)$', re.MULTILINE)
 CACHE_MISS = re.compile(r"^(\w*cache\w*miss\w*?)(?:_total)?(\{[^}]*\})?\s+([\d.eE+-]+)$", re.MULTILINE)
 
 
@@ -85,6 +86,11 @@ def cache_counters(base: str) -> tuple[float, float] | None:
         return None
     hits = [float(m.group(3)) for m in CACHE_HIT.finditer(text) if not m.group(1).endswith("_created")]
     misses = [float(m.group(3)) for m in CACHE_MISS.finditer(text) if not m.group(1).endswith("_created")]
+    for labels, value in LOOKUPS.findall(text):  # snapfix_cache_lookups_total{cache=...,result="hit"|"miss"}
+        if 'result="hit"' in labels:
+            hits.append(float(value))
+        elif 'result="miss"' in labels:
+            misses.append(float(value))
     if not hits and not misses:
         return None
     return sum(hits), sum(misses)

@@ -115,7 +115,7 @@ def write(results: dict[str, Any], bench: Path) -> None:
     a(f"Run `bench/run{' --quick' if meta['quick'] else ''}` started {meta['started']}, took "
       f"{meta.get('seconds', 0) / 60:.1f} min. Figures are only meaningful as ratios to the ceilings measured in "
       "the same run; absolute numbers are one small machine's.\n")  # fmt: skip
-    busy = max(m["load_before"][0], meta.get("load_after", (0,))[0])
+    busy = m["load_before"][0]  # the load after includes the bench's own servers and clients
     if busy > 0.5 * (m["cores"] or 1) or results.get("busy_note"):
         a(f"> **The machine was busy with other work during this run** (load average {m['load_before'][0]:.2f} "
           f"before, {meta.get('load_after', (0,))[0]:.2f} after, on {m['cores']} cores: other engineers' test "

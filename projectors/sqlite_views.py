@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import re
 import sqlite3
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar
 
 import orjson
 
@@ -35,6 +35,8 @@ from projectors.ports import (
     split_generation,
 )
 from snapfix.sqlite import SqliteConnection, sqlite_path, transaction
+
+T = TypeVar("T")
 
 NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 SQL_TYPES = {"text": "TEXT", "real": "REAL", "int": "INTEGER"}
@@ -79,6 +81,13 @@ class SqliteViewStore(ViewStore):
         self._reader = SqliteConnection(path, synchronous="NORMAL", name="views-r")
         self._collections: dict[str, Collection] = {}
 
+    async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run a read on the reader thread; a driver error leaves as ViewStoreError (a 503, never a 500)."""
+        try:
+            return await self._reader.run(fn)
+        except sqlite3.Error as e:
+            raise ViewStoreError(f"reading the views failed: {e}") from e
+
     async def setup(self, collections: Sequence[Collection]) -> None:
         declared = []
         for col in collections:
@@ -119,7 +128,7 @@ class SqliteViewStore(ViewStore):
             table = self._table(conn, col, generation)
             return conn.execute(f"SELECT doc FROM {table} WHERE id = ?", (id,)).fetchone()
 
-        row = await self._reader.run(query)
+        row = await self._read(query)
         return orjson.loads(row[0]) if row else None
 
     async def get_many(self, collection: str, ids: Sequence[str]) -> dict[str, Doc]:
@@ -137,7 +146,7 @@ class SqliteViewStore(ViewStore):
                 out += conn.execute(f"SELECT id, doc FROM {table} WHERE id IN ({marks})", chunk).fetchall()
             return out
 
-        return {id_: orjson.loads(doc) for id_, doc in await self._reader.run(query)}
+        return {id_: orjson.loads(doc) for id_, doc in await self._read(query)}
 
     def _where(self, col: Collection, table: str, where: tuple[Cond, ...]) -> tuple[list[str], list[Any]]:
         clauses: list[str] = []
@@ -190,7 +199,7 @@ class SqliteViewStore(ViewStore):
             params.append(query.limit)
             return conn.execute(sql, params).fetchall()
 
-        rows = await self._reader.run(run)
+        rows = await self._read(run)
         return [orjson.loads(r[0]) for r in rows]
 
     def _keyset(self, col: Collection, query: Query) -> tuple[str, list[Any]]:
@@ -218,7 +227,7 @@ class SqliteViewStore(ViewStore):
                 sql += " WHERE " + " AND ".join(clauses)
             return conn.execute(sql, params).fetchone()
 
-        row = await self._reader.run(run)
+        row = await self._read(run)
         return int(row[0])
 
     async def commit(self, projector: str, changes: Sequence[Change], checkpoint: Mapping[int, int]) -> None:
@@ -277,7 +286,7 @@ class SqliteViewStore(ViewStore):
             except sqlite3.OperationalError:  # not set up yet: nothing applied
                 return {}
 
-        return await self._reader.run(query)
+        return await self._read(query)
 
     async def drop(self, collections: Sequence[str], projector: str) -> None:
         targets = [self._target(name) for name in collections]
@@ -301,7 +310,7 @@ class SqliteViewStore(ViewStore):
             except sqlite3.OperationalError:  # not set up yet
                 return Generations()
 
-        return await self._reader.run(query)
+        return await self._read(query)
 
     async def begin_generation(self, collection: Collection) -> int:
         self._collections.setdefault(collection.name, collection)

@@ -22,9 +22,7 @@ def bare_app() -> Any:
     """A bare ASGI app: same body and headers as the cached detail read."""
     spec = orjson.loads(Path(os.environ["BENCH_BODY_FILE"]).read_bytes())
     body = spec["body"].encode()
-    headers = [(k.encode(), v.encode()) for k, v in spec["headers"]] + [
-        (b"content-length", str(len(body)).encode())
-    ]
+    headers = [(k.encode(), v.encode()) for k, v in spec["headers"]] + [(b"content-length", str(len(body)).encode())]
     start = {"type": "http.response.start", "status": 200, "headers": headers}
     message = {"type": "http.response.body", "body": body}
 

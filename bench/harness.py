@@ -84,8 +84,23 @@ def machine() -> dict[str, Any]:
         "kernel": platform.release(),
         "os": sh(["sh", "-c", ". /etc/os-release && echo $PRETTY_NAME"]),
         "python": platform.python_version(),
-        "packages": {p: v(p) for p in ("fastapi", "uvicorn", "uvloop", "httptools", "starlette", "pydantic",
-                                        "orjson", "argon2-cffi", "aiokafka", "pymongo", "redis", "matplotlib")},
+        "packages": {
+            p: v(p)
+            for p in (
+                "fastapi",
+                "uvicorn",
+                "uvloop",
+                "httptools",
+                "starlette",
+                "pydantic",
+                "orjson",
+                "argon2-cffi",
+                "aiokafka",
+                "pymongo",
+                "redis",
+                "matplotlib",
+            )
+        },
         "tools": {
             "vegeta": "v12.12.0 (go install github.com/tsenart/vegeta/v12@v12.12.0)",
             "wrk": sh(["sh", "-c", "dpkg-query -W -f='${Version}' wrk 2>/dev/null"]),
@@ -180,10 +195,14 @@ class Run:
         paths["create_issue"] = self.measure("create_issue", tg.file_for("issue.create", self.work), 50)
         paths["upvote"] = self.measure("upvote", tg.file_for("issue.upvote", self.work), 50)
         paths["sign_in"] = self.measure("sign_in", tg.file_for("user.sign_in", self.work), 2, p99_limit_ms=5000)
-        for path, ceiling, target in (("cached_read", "bare_asgi_get", 0.5), ("browse", "fastapi_const_get", None),
-                                      ("healthz", "fastapi_const_get", None),
-                                      ("create_issue", "fastapi_const_post", 0.4),
-                                      ("upvote", "fastapi_const_post", 0.4), ("sign_in", "fastapi_const_post", None)):
+        for path, ceiling, target in (
+            ("cached_read", "bare_asgi_get", 0.5),
+            ("browse", "fastapi_const_get", None),
+            ("healthz", "fastapi_const_get", None),
+            ("create_issue", "fastapi_const_post", 0.4),
+            ("upvote", "fastapi_const_post", 0.4),
+            ("sign_in", "fastapi_const_post", None),
+        ):
             ceil = c[ceiling]["peak_rps"]
             entry = paths[path]
             entry.update(ceiling=ceiling, ceiling_rps=ceil, target_ratio=target,
@@ -209,7 +228,9 @@ class Run:
                 c[f"redis_py_get_c{n}"] = await raw.redis_py_get_loop(REDIS_URL, p.loop_s, n)
                 try:
                     self.results["paths"][f"redis_cache_get_c{n}"] = {
-                        **await raw.cache_adapter_get_loop(REDIS_URL, p.loop_s, n), "ceiling": f"redis_py_get_c{n}"}
+                        **await raw.cache_adapter_get_loop(REDIS_URL, p.loop_s, n),
+                        "ceiling": f"redis_py_get_c{n}",
+                    }
                 except ImportError as e:
                     self.note(f"RedisCache adapter not importable ({e}): cache path vs redis-py not measured")
         else:

@@ -175,6 +175,7 @@ def find_peak(
     judged: Callable[[list[Result]], list[Result]] | None = None,
 ) -> tuple[float, list[Stats]]:
     """Double the rate until a step fails, then bisect ``refine`` times; the best passing rate and every step."""
+
     def step(r: float) -> Stats:
         path = targets(r, step_s) if callable(targets) else targets
         results = attack(path, r, step_s, work, name)

@@ -14,7 +14,7 @@ from bench.loadgen import percentile
 from bench.workload import World, _auth, report_body
 
 CACHE_HIT = re.compile(r"^(\w*cache\w*hit\w*?)(?:_total)?(\{[^}]*\})?\s+([\d.eE+-]+)$", re.MULTILINE)
-LOOKUPS = re.compile(r'^snapfix_cache_lookups_total\{([^}]*)\}\s+([\d.eE+-]+)$', re.MULTILINE)
+LOOKUPS = re.compile(r"^snapfix_cache_lookups_total\{([^}]*)\}\s+([\d.eE+-]+)$", re.MULTILINE)
 CACHE_MISS = re.compile(r"^(\w*cache\w*miss\w*?)(?:_total)?(\{[^}]*\})?\s+([\d.eE+-]+)$", re.MULTILINE)
 
 

@@ -89,7 +89,11 @@ class Server:
         self.argv = [a.replace("{port}", str(self.port)) if "{port}" in a else a for a in self.argv]
         log = open(self.log_path, "wb") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
         self.proc = subprocess.Popen(
-            self.argv, env={**os.environ, **self.env}, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+            self.argv,
+            env={**os.environ, **self.env},
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
             start_new_session=True,
         )
         deadline = time.monotonic() + timeout

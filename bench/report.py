@@ -57,7 +57,7 @@ def plots(results: dict[str, Any], out: Path) -> list[str]:
             ax.set_ylabel("latency (ms)")
             ax.grid(True, which="both", alpha=0.3)
             ax.legend(fontsize=7)
-        for ax in list(axes.flat)[len(series):]:
+        for ax in list(axes.flat)[len(series) :]:
             ax.axis("off")
         fig.tight_layout()
         fig.savefig(out / "latency_vs_load.png", dpi=90)
@@ -126,18 +126,25 @@ def write(results: dict[str, Any], bench: Path) -> None:
     a(f"- Python {m['python']}; " + ", ".join(f"{k} {v}" for k, v in m["packages"].items()))
     a("- tools: " + "; ".join(f"{k} {v}" for k, v in m["tools"].items()))
     a(f"- pinning: {m['pinning']}")
-    a(f"- server under test: `{meta['server']['argv']}` with "
-      + ", ".join(f"`{k}={v}`" for k, v in meta["server"]["env"].items()) + " (a fresh temporary data directory)")
-    a(f"- set-up: {results.get('setup', {}).get('users')} users registered and signed in, "
-      f"{results.get('setup', {}).get('issues')} issues reported before measuring\n")
+    a(
+        f"- server under test: `{meta['server']['argv']}` with "
+        + ", ".join(f"`{k}={v}`" for k, v in meta["server"]["env"].items())
+        + " (a fresh temporary data directory)"
+    )
+    a(
+        f"- set-up: {results.get('setup', {}).get('users')} users registered and signed in, "
+        f"{results.get('setup', {}).get('issues')} issues reported before measuring\n"
+    )
     a("## HTTP paths against their ceilings\n")
     a("Peak = the highest vegeta constant rate (doubling, then bisecting) at which throughput kept ≥ 95 % of the "
       "offered rate with ≥ 99 % success and p99 ≤ 1 s. Latencies are at **half the peak** (not at saturation). "
       "wrk (1 thread, 64 connections, closed loop) measures the GETs too; where both a path and its ceiling "
       "have a wrk figure, the ratio is wrk's (one vegeta process on one core tops out near 10k req/s, below the "
       "bare ASGI ceiling), otherwise vegeta's.\n")  # fmt: skip
-    a("| path | peak req/s | ceiling | ceiling req/s | ratio | target | verdict | p50 | p95 | p99 | max (ms) | "
-      "errors | vegeta ratio | wrk ratio |")
+    a(
+        "| path | peak req/s | ceiling | ceiling req/s | ratio | target | verdict | p50 | p95 | p99 | max (ms) | "
+        "errors | vegeta ratio | wrk ratio |"
+    )
     a("| --- | ---: | --- | ---: | ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for name, e in results["paths"].items():
         if "curve" not in e:
@@ -204,8 +211,10 @@ def write(results: dict[str, Any], bench: Path) -> None:
         for ph in mix["phases"]:
             arg = ph.get("argon2") or {}
             hit = ph.get("cache_hit_ratio")
-            a(_stats_row(f"{ph['phase']} ({ph['fraction']:.0%}, {ph['seconds']}s)", ph)
-              + f" {'–' if hit is None else f'{hit:.1%}'} | {_n(arg.get('p50_ms'), 0)} / {_n(arg.get('p99_ms'), 0)} |")
+            a(
+                _stats_row(f"{ph['phase']} ({ph['fraction']:.0%}, {ph['seconds']}s)", ph)
+                + f" {'–' if hit is None else f'{hit:.1%}'} | {_n(arg.get('p50_ms'), 0)} / {_n(arg.get('p99_ms'), 0)} |"
+            )
         sus = next((p for p in mix["phases"] if p["phase"] == "sustained"), None)
         if sus:
             a("\nPer request class in the sustained phase:\n")
@@ -216,16 +225,20 @@ def write(results: dict[str, Any], bench: Path) -> None:
         a("\n**Freshness** (a command's 2xx until `GET /v1/issues/{id}` answers 200; target p99 < 50 ms embedded):\n")
         a("| when | samples | failures | p50 (ms) | p99 (ms) | max (ms) |")
         a("| --- | ---: | ---: | ---: | ---: | ---: |")
-        for label, f in (("idle server", mix.get("freshness_idle")), ("during the sustained phase",
-                                                                       sus.get("freshness") if sus else None)):
+        for label, f in (
+            ("idle server", mix.get("freshness_idle")),
+            ("during the sustained phase", sus.get("freshness") if sus else None),
+        ):
             if f:
                 a(f"| {label} | {f['samples']} | {f['failures']} | {_n(f['p50_ms'], 1)} | {_n(f['p99_ms'], 1)} | "
                   f"{_n(f['max_ms'], 1)} |")  # fmt: skip
         if mix.get("freshness_idle"):
             a(f"\n({mix['freshness_idle']['how']}.)")
         hit = mix.get("cache_hit_ratio")
-        a(f"\nCache hit ratio over the mix: {'not exported on /metrics yet' if hit is None else f'{hit:.1%}'} "
-          "(target > 90 %).\n")
+        a(
+            f"\nCache hit ratio over the mix: {'not exported on /metrics yet' if hit is None else f'{hit:.1%}'} "
+            "(target > 90 %).\n"
+        )
     if results.get("analysis"):
         a("## Where targets are missed, and why\n")
         a(results["analysis"])

@@ -28,9 +28,7 @@ async def notifications(
     """Newest first; follow `next_cursor` until it is null."""
     where: tuple[Cond, ...] = (Cond("user_id", "eq", actor.user_id),)
     after = _decode(cursor) if cursor else None
-    rows = await views.find(
-        ViewQuery("notifications", where, (("created_at", True), ("id", True)), after, limit + 1)
-    )
+    rows = await views.find(ViewQuery("notifications", where, (("created_at", True), ("id", True)), after, limit + 1))
     items = rows[:limit]
     next_cursor = orjson.dumps([items[-1]["created_at"], items[-1]["id"]]).hex() if len(rows) > limit else None
     return json_value({"items": items, "next_cursor": next_cursor}, request, cache_control="private, no-cache")

@@ -207,12 +207,6 @@ ANY_TIME = _AnyTime()
 
 
 class TestGenerations:
-    @pytest.fixture(autouse=True)
-    def _generations_supported(self, store: ViewStore) -> None:
-        """Until an adapter implements generations, its rebuilds are refused and these tests say so."""
-        if type(store).begin_generation is ViewStore.begin_generation:
-            pytest.skip(f"{type(store).__name__} does not implement generations yet (ViewStore.begin_generation)")
-
     async def test_a_collection_never_rebuilt_is_at_generation_zero(self, store: ViewStore) -> None:
         """The alias record of an untouched collection: live 0, nothing building, nothing retired."""
         assert await store.generations("things") == Generations()

@@ -126,61 +126,45 @@ class CommandHandlers:
     ) -> CommandResult:
         """Load, decide, append. Without an expected version a conflict is retried on fresh state."""
         async with self._lock(aggregate_id):
-            return await self._execute_locked(
-                aggregate_type, aggregate_id, initial, evolve, decide, meta, expected_version, idem, claims
-            )
-
-    async def _execute_locked(
-        self,
-        aggregate_type: str,
-        aggregate_id: str,
-        initial: S,
-        evolve: Evolve[S],
-        decide: Callable[[Loaded[S]], Awaitable[list[DomainEvent]] | list[DomainEvent]],
-        meta: Metadata,
-        expected_version: int | None,
-        idem: Idempotency | None,
-        claims: tuple[Claim, ...],
-    ) -> CommandResult:
-        if idem is not None:
-            replay = await self._replay(idem)
-            if replay is not None:
-                return replay
-            claims = (*claims, Claim(idem.claim_key, {"fingerprint": idem.fingerprint}))
-        attempts = 1 if expected_version is not None else self._retries + 1
-        for attempt in range(attempts):
-            loaded = await load(self._store, initial, evolve, aggregate_id)
-            if expected_version is not None and loaded.version != expected_version:
-                raise ConcurrencyConflict(aggregate_id, expected_version, loaded.version)
-            decided = decide(loaded)
-            events = decided if isinstance(decided, list) else await decided
-            if not events:
-                return CommandResult(aggregate_id, loaded.version, loaded.position, noop=True)
-            batch = envelopes(aggregate_type, aggregate_id, loaded.version, events, meta, self._clock())
-            try:
-                recorded = await self._store.append(aggregate_id, loaded.version, batch, claims)
-            except ConcurrencyConflict:
-                if attempt + 1 >= attempts:
+            if idem is not None:
+                replay = await self._replay(idem)
+                if replay is not None:
+                    return replay
+                claims = (*claims, Claim(idem.claim_key, {"fingerprint": idem.fingerprint}))
+            attempts = 1 if expected_version is not None else self._retries + 1
+            for attempt in range(attempts):
+                loaded = await load(self._store, initial, evolve, aggregate_id)
+                if expected_version is not None and loaded.version != expected_version:
+                    raise ConcurrencyConflict(aggregate_id, expected_version, loaded.version)
+                decided = decide(loaded)
+                events = decided if isinstance(decided, list) else await decided
+                if not events:
+                    return CommandResult(aggregate_id, loaded.version, loaded.position, noop=True)
+                batch = envelopes(aggregate_type, aggregate_id, loaded.version, events, meta, self._clock())
+                try:
+                    recorded = await self._store.append(aggregate_id, loaded.version, batch, claims)
+                except ConcurrencyConflict:
+                    if attempt + 1 >= attempts:
+                        raise
+                    log.info("command.retry", aggregate_id=aggregate_id, attempt=attempt + 1)
+                    await asyncio.sleep(random.uniform(0, 0.005 * 2**attempt))  # noqa: S311 - jitter, not crypto
+                    continue
+                except ClaimTaken as taken:
+                    if idem is not None and taken.record.key == idem.claim_key:
+                        replay = await self._replay(idem)
+                        if replay is not None:
+                            return replay
                     raise
-                log.info("command.retry", aggregate_id=aggregate_id, attempt=attempt + 1)
-                await asyncio.sleep(random.uniform(0, 0.005 * 2**attempt))  # noqa: S311 - jitter, not crypto
-                continue
-            except ClaimTaken as taken:
-                if idem is not None and taken.record.key == idem.claim_key:
-                    replay = await self._replay(idem)
-                    if replay is not None:
-                        return replay
-                raise
-            metrics.events_appended(recorded)
-            last = recorded[-1]
-            log.info(
-                "command.appended",
-                aggregate_id=aggregate_id,
-                events=[r.event_type for r in recorded],
-                version=last.aggregate_version,
-            )
-            return CommandResult(aggregate_id, last.aggregate_version, last.position)
-        raise AssertionError("unreachable")  # pragma: no cover
+                metrics.events_appended(recorded)
+                last = recorded[-1]
+                log.info(
+                    "command.appended",
+                    aggregate_id=aggregate_id,
+                    events=[r.event_type for r in recorded],
+                    version=last.aggregate_version,
+                )
+                return CommandResult(aggregate_id, last.aggregate_version, last.position)
+            raise AssertionError("unreachable")  # pragma: no cover
 
     async def _replay(self, idem: Idempotency) -> CommandResult | None:
         record = await self._store.get_claim(idem.claim_key)

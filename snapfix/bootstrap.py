@@ -16,7 +16,7 @@ from command_api.security import Passwords
 from events.ports import EventLog, EventStore
 from projectors.catalog import ALL
 from projectors.ports import Collection, ViewStore
-from projectors.runner import ProjectionRunner
+from projectors.runner import DEAD_LETTERS, ProjectionRunner
 from snapfix.blobs import BlobStore, FilesystemBlobStore, blob_store_path
 from snapfix.cache import Cache, CacheStats, MemoryCache, ViewCache
 from snapfix.settings import Settings
@@ -92,6 +92,26 @@ def kill_fault(settings: Settings) -> Callable[[str], Awaitable[None]] | None:
     return kill
 
 
+async def open_log_reader(settings: Settings) -> EventLog:
+    """The log alone, for a role that only reads it (GET /ops/status on a query API): no write store."""
+    if settings.event_log.startswith("kafka:"):
+        from events.kafka_log import KafkaEventLog, KafkaTopic
+
+        reader: EventLog = KafkaEventLog(
+            KafkaTopic.from_url(
+                settings.event_log,
+                name=settings.kafka_topic,
+                partitions=settings.kafka_partitions,
+                replication_factor=settings.kafka_replication_factor,
+                retention_ms=settings.kafka_retention_ms,
+            )
+        )
+        await reader.open()
+        return reader
+    _, sqlite_log = await open_event_log(settings)
+    return sqlite_log
+
+
 async def open_view_store(settings: Settings) -> ViewStore:
     if settings.view_store.startswith("sqlite:"):
         from projectors.sqlite_views import SqliteViewStore
@@ -147,7 +167,10 @@ async def build(settings: Settings, *, write: bool = True, read: bool = True, pr
         )
     if read or project:
         c.views = await open_view_store(settings)
-        await c.views.setup([col for p in ALL for col in p.collections] + list(process_manager_collections()))
+        # dead_letters too: GET /ops/status reads them in every role that has views, not only where a runner runs
+        await c.views.setup(
+            [col for p in ALL for col in p.collections] + list(process_manager_collections()) + [DEAD_LETTERS]
+        )
         c.closers.append(c.views.close)
         c.cache = await open_cache(settings)
         c.closers.append(c.cache.close)

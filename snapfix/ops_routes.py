@@ -7,7 +7,9 @@ from typing import Any
 from fastapi import APIRouter, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from events.ports import EventLogError
 from snapfix.auth import ContainerDep
+from snapfix.bootstrap import open_log_reader
 from snapfix.http import JSONResponse
 
 router = APIRouter(tags=["operations"])
@@ -47,7 +49,17 @@ async def ops_status(c: ContainerDep) -> Response:
 
     if c.views is None:
         return JSONResponse({"projectors": [], "detail": "this role has no view store"})
-    return JSONResponse({"projectors": await projector_status(c.views, c.log, c.runner)})
+    if c.log is not None:
+        return JSONResponse({"projectors": await projector_status(c.views, c.log, c.runner)})
+    # A query API holds no log; lag needs its head, so read it for this request (the CLI does the same).
+    try:
+        reader = await open_log_reader(c.settings)
+    except EventLogError:
+        return JSONResponse({"projectors": await projector_status(c.views, None), "detail": "the log is unreachable"})
+    try:
+        return JSONResponse({"projectors": await projector_status(c.views, reader)})
+    finally:
+        await reader.close()
 
 
 @router.get("/metrics", response_class=Response)

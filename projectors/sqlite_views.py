@@ -12,9 +12,11 @@ primary-key read, microseconds), inside the commit's transaction for writes, so 
 
 from __future__ import annotations
 
+import contextlib
 import re
 import sqlite3
-from collections.abc import Callable, Mapping, Sequence
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
 import orjson
@@ -41,6 +43,12 @@ T = TypeVar("T")
 NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 SQL_TYPES = {"text": "TEXT", "real": "REAL", "int": "INTEGER"}
 OPS = {"eq": "=", "ne": "!=", "gt": ">", "gte": ">=", "lt": "<", "lte": "<="}
+# A search term held by at least this many rows is "frequent": walking the sort index and
+# checking each row for the term finds a page sooner than gathering every holder and sorting.
+FREQUENT_TERM_ROWS = 2000
+# How long such a walk may run before the query gathers instead: words that are each common
+# but seldom meet would otherwise walk the whole index.
+WALK_BUDGET_S = 0.005
 
 
 BOOKKEEPING = (
@@ -75,8 +83,9 @@ def _checkpoint(conn: sqlite3.Connection, projector: str) -> dict[int, int]:
 
 
 class SqliteViewStore(ViewStore):
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, frequent_term_rows: int = FREQUENT_TERM_ROWS) -> None:
         path = sqlite_path(url)
+        self._frequent = frequent_term_rows
         self._writer = SqliteConnection(path, synchronous="NORMAL", name="views-w")
         self._reader = SqliteConnection(path, synchronous="NORMAL", name="views-r")
         self._collections: dict[str, Collection] = {}
@@ -148,20 +157,17 @@ class SqliteViewStore(ViewStore):
 
         return {id_: orjson.loads(doc) for id_, doc in await self._read(query)}
 
-    def _where(self, col: Collection, table: str, where: tuple[Cond, ...]) -> tuple[list[str], list[Any]]:
+    def _where(
+        self, conn: sqlite3.Connection, col: Collection, table: str, where: tuple[Cond, ...], *, walk: bool
+    ) -> tuple[list[str], list[Any], bool]:
+        """SQL conditions for ``where``, and whether a term is checked along an index walk (see ``_terms``)."""
         clauses: list[str] = []
         params: list[Any] = []
+        walked = False
+        if terms := [cond for cond in where if cond.op in ("contains", "prefix")]:
+            clauses, params, walked = self._terms(conn, col, table, terms, walk=walk)
         for cond in where:
             if cond.op in ("contains", "prefix"):
-                if cond.field not in col.arrays:
-                    raise ViewStoreError(f"{cond.field!r} is not an array field of {col.name}")
-                side = f"{table}__{_ident(cond.field)}"
-                if cond.op == "contains":
-                    clauses.append(f"id IN (SELECT id FROM {side} WHERE value = ?)")
-                    params.append(cond.value)
-                else:
-                    clauses.append(f"id IN (SELECT id FROM {side} WHERE value >= ? AND value < ?)")
-                    params += [cond.value, cond.value + "\U0010ffff"]
                 continue
             column = self._column(col, cond.field)
             if cond.op == "in":
@@ -174,7 +180,45 @@ class SqliteViewStore(ViewStore):
             else:
                 clauses.append(f"{column} {OPS[cond.op]} ?")
                 params.append(cond.value)
-        return clauses, params
+        return clauses, params, walked
+
+    def _terms(
+        self, conn: sqlite3.Connection, col: Collection, table: str, terms: list[Cond], *, walk: bool
+    ) -> tuple[list[str], list[Any], bool]:
+        """Search-term conditions, shaped by how many rows hold each term.
+
+        Gathered terms drive the query: the ids holding all of them (an INTERSECT of their
+        postings), then sorted. With ``walk``, when every term is frequent (a bounded count
+        reaches ``frequent_term_rows``), each is instead checked row by row while SQLite walks
+        the sort index: a page of common words costs about ``limit / share`` index steps
+        instead of gathering and sorting tens of thousands of holders. If some term is rare it
+        gathers, and the frequent ones are checked on its few holders.
+        """
+        matches: list[tuple[str, list[Any]]] = []
+        for cond in terms:
+            if cond.field not in col.arrays:
+                raise ViewStoreError(f"{cond.field!r} is not an array field of {col.name}")
+            side = f"{table}__{_ident(cond.field)}"
+            if cond.op == "contains":
+                matches.append((f"SELECT id FROM {side} WHERE value = ?", [cond.value]))
+            else:
+                matches.append((f"SELECT id FROM {side} WHERE value >= ? AND value < ?",
+                                [cond.value, cond.value + "\U0010ffff"]))  # fmt: skip
+        if walk:
+            frequent = [_holders(conn, sql, values, self._frequent) >= self._frequent for sql, values in matches]
+        else:
+            frequent = [False] * len(matches)
+        clauses: list[str] = []
+        params: list[Any] = []
+        gathered = [m for m, f in zip(matches, frequent, strict=True) if not f]
+        if gathered:
+            clauses.append(f"id IN ({' INTERSECT '.join(sql for sql, _ in gathered)})")
+            params += [v for _, values in gathered for v in values]
+        for (sql, values), checked in zip(matches, frequent, strict=True):
+            if checked:
+                clauses.append(f"EXISTS ({sql} AND id = {table}.id)")
+                params += values
+        return clauses, params, walk and not gathered
 
     def _column(self, col: Collection, field: str) -> str:
         if field != "id" and field not in col.fields:
@@ -186,17 +230,28 @@ class SqliteViewStore(ViewStore):
         order = ", ".join(f"{self._column(col, f)} {'DESC' if desc else 'ASC'}" for f, desc in query.order_by)
         keyset: tuple[str, list[Any]] | None = self._keyset(col, query) if query.after is not None else None
 
-        def run(conn: sqlite3.Connection) -> list[Any]:
-            table = self._table(conn, col, generation)
-            clauses, params = self._where(col, table, query.where)
+        def select(conn: sqlite3.Connection, table: str, walk: bool) -> tuple[str, list[Any], bool]:
+            clauses, params, walked = self._where(conn, col, table, query.where, walk=walk)
             if keyset is not None:
                 clauses.append(keyset[0])
                 params += keyset[1]
             sql = f"SELECT doc FROM {table}"
             if clauses:
                 sql += " WHERE " + " AND ".join(clauses)
-            sql += f" ORDER BY {order} LIMIT ?"
-            params.append(query.limit)
+            return f"{sql} ORDER BY {order} LIMIT ?", [*params, query.limit], walked
+
+        def run(conn: sqlite3.Connection) -> list[Any]:
+            table = self._table(conn, col, generation)
+            sql, params, walked = select(conn, table, walk=True)
+            if not walked:
+                return conn.execute(sql, params).fetchall()
+            try:  # common words: the walk finds a page fast unless they seldom meet (then gather)
+                with _time_budget(conn, WALK_BUDGET_S):
+                    return conn.execute(sql, params).fetchall()
+            except sqlite3.OperationalError as e:
+                if "interrupt" not in str(e):
+                    raise
+            sql, params, _ = select(conn, table, walk=False)
             return conn.execute(sql, params).fetchall()
 
         rows = await self._read(run)
@@ -221,7 +276,7 @@ class SqliteViewStore(ViewStore):
 
         def run(conn: sqlite3.Connection) -> Any:
             table = self._table(conn, col, generation)
-            clauses, params = self._where(col, table, where)
+            clauses, params, _ = self._where(conn, col, table, where, walk=False)
             sql = f"SELECT COUNT(*) FROM {table}"
             if clauses:
                 sql += " WHERE " + " AND ".join(clauses)
@@ -377,6 +432,22 @@ class SqliteViewStore(ViewStore):
     async def close(self) -> None:
         await self._writer.close()
         await self._reader.close()
+
+
+def _holders(conn: sqlite3.Connection, postings: str, values: list[Any], enough: int) -> int:
+    """How many rows hold a term, counted up to ``enough`` and no further."""
+    return int(conn.execute(f"SELECT COUNT(*) FROM ({postings} LIMIT {int(enough)})", values).fetchone()[0])
+
+
+@contextlib.contextmanager
+def _time_budget(conn: sqlite3.Connection, seconds: float) -> Iterator[None]:
+    """Interrupt the statement running on ``conn`` once ``seconds`` have passed (sqlite3 raises OperationalError)."""
+    deadline = time.perf_counter() + seconds
+    conn.set_progress_handler(lambda: int(time.perf_counter() > deadline), 1000)
+    try:
+        yield
+    finally:
+        conn.set_progress_handler(None, 0)
 
 
 def _create(col: Collection, prefix: str) -> list[str]:

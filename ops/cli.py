@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 import uvicorn
@@ -18,6 +18,9 @@ from ops import operator_cli, write_store
 from snapfix import bootstrap
 from snapfix.logs import configure_logging
 from snapfix.settings import Settings
+
+if TYPE_CHECKING:
+    from snapfix.app import Role as AppRole
 
 app = typer.Typer(
     help="SnapFix: an event-sourced civic issue-reporting backend. Settings come from SNAPFIX_* variables.",
@@ -40,7 +43,7 @@ def _settings() -> Settings:
     return settings
 
 
-def _serve(role: str, host: str | None, port: int | None, workers: int) -> None:
+def _serve(role: AppRole, host: str | None, port: int | None, workers: int) -> None:
     settings = _settings()
     from snapfix.app import create_app
 

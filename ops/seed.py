@@ -38,8 +38,21 @@ CATEGORY_WEIGHTS = {
     "abandoned-vehicle": 2,
     "noise": 2,
 }
-STREETS = ("High Street", "Station Road", "Church Lane", "Victoria Road", "Green Lane", "Mill Road", "Park Avenue")
-STREETS += ("Queen's Road", "King Street", "Albert Embankment", "Café Row", "Main Street", "Old Kent Road")
+STREETS = (
+    "High Street",
+    "Station Road",
+    "Church Lane",
+    "Victoria Road",
+    "Green Lane",
+    "Mill Road",
+    "Park Avenue",
+    "Queen's Road",
+    "King Street",
+    "Albert Embankment",
+    "Café Row",
+    "Main Street",
+    "Old Kent Road",
+)
 ADJECTIVES = ("Deep", "Dangerous", "Broken", "Overflowing", "Huge", "Recurring", "Dark", "Blocked", "Noisy")
 PLACES = ("near the school", "outside the station", "by the bus stop", "at the corner", "opposite the park")
 SEED_PASSWORD = "seed password for load tests"  # every seeded user shares it, for load tests

@@ -95,7 +95,7 @@ def create_worker_app(settings: Settings) -> faust.App:
     )
     views = _Views(settings)
 
-    @app.on_partitions_assigned.connect  # type: ignore[misc]
+    @app.on_partitions_assigned.connect  # type: ignore[misc,arg-type]
     async def assigned(_app: faust.App, assigned: set[TP], **_: Any) -> None:
         log.info("projector.worker.assigned", partitions=sorted(tp.partition for tp in assigned))
 
@@ -108,7 +108,7 @@ def create_worker_app(settings: Settings) -> faust.App:
     @app.agent(topic)
     async def project(stream: faust.StreamT) -> None:
         runner = await views.runner()
-        async for events in stream.take_events(settings.projector_batch_size, within=0.02):
+        async for events in stream.take_events(settings.projector_batch_size, within=0.02):  # type: ignore[attr-defined]
             batch = [record_to_envelope(e.message) for e in events]
             await _apply_until_done(runner, batch)
             _record_lag(app, settings.kafka_topic, runner, batch)

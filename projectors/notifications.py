@@ -157,7 +157,7 @@ class NotificationWorker(ProcessManager):
                 followers[env.aggregate_id] = new
                 touched.add(env.aggregate_id)
         self._pending = made
-        changes: list[Change] = [Put(FOLLOWERS.name, followers[i]) for i in sorted(touched) if followers[i]]
+        changes: list[Change] = [Put(FOLLOWERS.name, doc) for i in sorted(touched) if (doc := followers[i])]
         return changes + [Put(NOTIFICATIONS.name, n) for n in made]
 
     async def after_commit(self) -> None:

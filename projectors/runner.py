@@ -68,15 +68,15 @@ class ProjectionRunner:
         self.name = name
         self._projections = tuple(projections)
         # logical collection -> the name the store is addressed with (``name@g`` while rebuilding)
+        shadow = generations or {}
         self._target = {
-            p.name: at_generation(p.name, generations[p.name]) if p.name in (generations or {}) else p.name
-            for p in self._projections
+            p.name: at_generation(p.name, shadow[p.name]) if p.name in shadow else p.name for p in self._projections
         }
         # a projection's roll-ups live and are rebuilt in step with it
         self._target.update(
             {
-                r.collection.name: at_generation(r.collection.name, generations[r.collection.name])
-                if r.collection.name in (generations or {})
+                r.collection.name: at_generation(r.collection.name, shadow[r.collection.name])
+                if r.collection.name in shadow
                 else r.collection.name
                 for p in self._projections
                 for r in p.rollups

@@ -132,7 +132,8 @@ class Browse:
 
     def fingerprint(self) -> str:
         """What the cursor is bound to: every parameter except the cursor and the page size."""
-        key = [self.status, self.category, self.department, self.reporter, self.created_after, self.created_before]
+        key: list[Any] = [self.status, self.category, self.department, self.reporter, self.created_after]
+        key += [self.created_before]
         box = self.bbox
         key += [self.sort, box and [box.min_lat, box.min_lon, box.max_lat, box.max_lon], self.q]
         key += [self.near and [self.near.lat, self.near.lon, self.near.radius_m]]
@@ -216,8 +217,8 @@ class Browse:
         found: list[Doc] = []
         dense: float | None = None
         for _ in range(48):  # doubling from 250 m passes 50 km in 8 steps; narrowing a dense ring needs a few more
-            box = geo.around(near.lat, near.lon, r)
-            box = box if self.bbox is None else _intersect(box, self.bbox)
+            ring = geo.around(near.lat, near.lon, r)
+            box = ring if self.bbox is None else _intersect(ring, self.bbox)
             rows = [] if box is None else await views.find(Query(SUMMARY, base + geo_conditions(box), limit=RING_ROWS))
             if len(rows) >= RING_ROWS and r > 1.0:  # too many to sort in memory: try a smaller ring
                 dense = r

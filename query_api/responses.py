@@ -8,7 +8,7 @@ from typing import Any
 import orjson
 from fastapi import Request, Response
 
-PROBLEM = {"content": {"application/problem+json": {}}}
+PROBLEM: dict[str, Any] = {"content": {"application/problem+json": {}}}
 READ_ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"description": "Malformed parameter, cursor or consistency token", **PROBLEM},
     404: {"description": "No such resource", **PROBLEM},

@@ -97,7 +97,7 @@ async def open_log_reader(settings: Settings) -> EventLog:
     if settings.event_log.startswith("kafka:"):
         from events.kafka_log import KafkaEventLog, KafkaTopic
 
-        reader: EventLog = KafkaEventLog(
+        reader = KafkaEventLog(
             KafkaTopic.from_url(
                 settings.event_log,
                 name=settings.kafka_topic,

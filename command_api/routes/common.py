@@ -8,7 +8,7 @@ from fastapi import Response
 
 from command_api.handlers import CommandResult
 
-PROBLEM = {"content": {"application/problem+json": {}}}
+PROBLEM: dict[str, Any] = {"content": {"application/problem+json": {}}}
 COMMAND_ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"description": "Malformed header", **PROBLEM},
     401: {"description": "Not signed in, or the token is not valid", **PROBLEM},

@@ -21,7 +21,7 @@ from typing import Any
 
 import orjson
 
-from bench import loadgen, raw
+from bench import distributed, loadgen, raw
 from bench.loadgen import COMMANDS, Stats, find_peak, summarise, write_targets
 from bench.procs import ROOT, Server, load_core, pin_self_to_load_core, port_open, server_core, snapfix_server
 from bench.procs import uvicorn_server as uvicorn_app
@@ -33,14 +33,25 @@ MONGO_URL = os.environ.get("BENCH_MONGO_URL", "mongodb://127.0.0.1:27017/")
 KAFKA = os.environ.get("BENCH_KAFKA", "127.0.0.1:9092")
 
 
+# Steps a stepping search takes (doubling from its start, then two bisections), as measured on this
+# machine: they depend on where each peak lies, not on the profile, so a --quick run's counts hold for
+# the full run. Embedded: the three ceilings and six paths; distributed: cached read and browse.
+STEPS = {"embedded paths": 64, "embedded mix": 5, "distributed paths": 16, "distributed mix": 5}
+STEP_OVERHEAD_S = 1.4  # the 1 s pause between steps, vegeta's start and its result decoding
+
+
 class Profile:
     def __init__(self, quick: bool) -> None:
         self.quick = quick
-        self.step_s = 3.0 if quick else 10.0
-        self.half_peak_s = 5.0 if quick else 30.0
+        # The full run must fit in about 50 minutes with the distributed deployment added (``estimate``):
+        # 8 s steps and 20 s at half peak instead of 10 and 30 (80 steps and 11 half-peak holds), phases
+        # 5x the quick ones instead of 6x (each deployment runs them), a 500,000-event projector backlog
+        # instead of 1,000,000 (its rate is steady after the first seconds).
+        self.step_s = 3.0 if quick else 8.0
+        self.half_peak_s = 5.0 if quick else 20.0
         self.users = 48 if quick else 256
         self.issues_per_user = 5 if quick else 20
-        self.projector_events = 30_000 if quick else 1_000_000
+        self.projector_events = 30_000 if quick else 500_000
         self.mongo_projector_events = 2_000 if quick else 50_000  # FerretDB on SQLite writes ~100 docs/s here
         self.mongo_docs = 2_000 if quick else 20_000
         self.raw_docs = 20_000 if quick else 200_000
@@ -50,11 +61,32 @@ class Profile:
         self.loop_s = 3.0 if quick else 10.0
         self.freshness_samples = 60 if quick else 400
         # (phase, fraction of the mix capacity, seconds)
-        scale = 1 if quick else 6
+        scale = 1 if quick else 5
         self.phases = [
             ("warm-up", 0.2, 5 * scale), ("ramp-up 40 %", 0.4, 4 * scale), ("ramp-up 60 %", 0.6, 4 * scale),
             ("ramp-up 80 %", 0.8, 4 * scale), ("peak", 1.0, 10 * scale), ("sustained", 0.8, 20 * scale),
             ("stress", 1.5, 8 * scale), ("cool-down", 0.2, 5 * scale),
+        ]  # fmt: skip
+
+    def estimate(self) -> list[tuple[str, float]]:
+        """Seconds per step of the run, from the profile and rates measured in --quick runs on this machine."""
+        step = self.step_s + STEP_OVERHEAD_S
+        argon2_s = 0.33  # one registration or sign-in, one core (two per user)
+        phases = sum(secs + 1.5 for _, _, secs in self.phases)
+        mix = self.freshness_samples / 2 / 10 + phases
+        return [
+            ("embedded set-up", 2 + self.users * 2 * argon2_s + self.users * self.issues_per_user / 400),
+            ("embedded paths and ceilings (9 peaks)", STEPS["embedded paths"] * step + 9 * (self.half_peak_s + 1.5)
+             + 4 * self.step_s + 4),
+            ("embedded mix (capacity, phases)", STEPS["embedded mix"] * step + mix),
+            ("distributed set-up", 5 + self.users * 2 * argon2_s + self.users * self.issues_per_user / 60),
+            ("distributed paths (2 peaks)", STEPS["distributed paths"] * step + 2 * (self.half_peak_s + 1.5)
+             + self.step_s + 3),
+            ("distributed mix (capacity, phases)", STEPS["distributed mix"] * step + mix),
+            ("engine ceilings", 8 + 4 * self.loop_s + self.redis_requests / 60_000 + self.mongo_docs / 2_500
+             + self.kafka_msgs / 20_000 + self.kafka_sequential / 170),
+            ("projector catch-up", self.projector_events * (1 / 5_500 + 1 / 40_000)
+             + self.mongo_projector_events * (1 / 1_300 + 1 / 40_000)),
         ]  # fmt: skip
 
 
@@ -138,14 +170,17 @@ class Run:
         self.work = work
         self.logs = work / "logs"
         self.logs.mkdir()
-        self.results: dict[str, Any] = {"ceilings": {}, "paths": {}, "projector": {}, "notes": []}
+        self.results: dict[str, Any] = {"ceilings": {}, "paths": {}, "projector": {}, "notes": [], "timeline": []}
+        self.t0 = time.time()
 
     def note(self, text: str) -> None:
         print(f"[bench] {text}", file=sys.stderr, flush=True)
         self.results["notes"].append(text)
 
     def say(self, text: str) -> None:
+        """Progress on stderr, and on the run's timeline (seconds since start), from which steps are timed."""
         print(f"[bench] {text}", file=sys.stderr, flush=True)
+        self.results.setdefault("timeline", []).append([round(time.time() - self.t0, 1), text])
 
     # --- HTTP ------------------------------------------------------------------------------------
 
@@ -290,27 +325,30 @@ class Run:
 
     # --- the mix ----------------------------------------------------------------------------------
 
-    def mix(self, base: str, world: World, tg: Targets) -> None:
-        from bench.probe import Background, cache_counters, freshness, hit_ratio
+    def mix(self, base: str, world: World, tg: Targets, *, start: float = 25, label: str = "embedded",
+            into: dict[str, Any] | None = None) -> None:  # fmt: skip
+        """The mix's capacity by stepping, then its phases; ``base`` is where /metrics (the query side) is read."""
+        from bench.probe import Background, add, cache_counters, freshness, lookups, ratios
 
         out: dict[str, Any] = {"shares": dict(MIX)}
-        self.say("freshness probe on an idle server")
+        self.say(f"{label}: freshness probe on an idle server")
         out["freshness_idle"] = asyncio.run(freshness(world, self.p.freshness_samples // 2, 10))
-        self.say("mix: stepping to its capacity at p99 <= 100 ms (argon2 requests judged apart)")
-        cap, curve = find_peak(tg.file_for("mix", self.work), self.work, "mix", start=25, step_s=self.p.step_s,
+        self.say(f"{label} mix: stepping to its capacity at p99 <= 100 ms (argon2 requests judged apart)")
+        cap, curve = find_peak(tg.file_for("mix", self.work), self.work, "mix", start=start, step_s=self.p.step_s,
                                p99_limit_ms=100, between=lambda: time.sleep(1),
                                judged=lambda rs: [r for r in rs if classify(r) not in ARGON2_CLASSES])  # fmt: skip
         cap = cap / (1 - sum(s for k, s in MIX if k in ARGON2_CLASSES) / 100)  # back to all requests
         out["capacity_rps"] = cap
         out["calibration"] = [s.dict() for s in curve]
         if cap <= 0:
-            self.note("the mix held no step at p99 <= 100 ms; phases run from 10 req/s")
-            cap = 10
+            self.note(f"the {label} mix held no step at p99 <= 100 ms; phases run from {start / 2:g} req/s")
+            cap = start / 2
         phases = []
+        mix_only: dict[str, tuple[float, float]] = {}
         total_before = cache_counters(base)
         for name, frac, secs in self.p.phases:
             rate = max(1.0, cap * frac)
-            self.say(f"mix phase {name}: {rate:,.0f} req/s for {secs}s")
+            self.say(f"{label} mix phase {name}: {rate:,.0f} req/s for {secs}s")
             before = cache_counters(base)
             path = tg.file_for("mix", self.work)(rate, secs)
             probe = None
@@ -321,9 +359,13 @@ class Run:
             else:
                 results = loadgen.attack(path, rate, secs, self.work, "mix")
             classes = loadgen.by_class(results, classify, rate)
+            counts = lookups(before, cache_counters(base))
+            if not probe:  # the probe polls issues not yet projected: misses by construction, not the mix's
+                mix_only = add(mix_only, counts)
+            hits = ratios(counts) or {}
             phases.append({
                 "phase": name, "fraction": frac, "seconds": secs, **summarise(results, rate).dict(),
-                "cache_hit_ratio": hit_ratio(before, cache_counters(base)),
+                "cache_hit_ratio": hits.get("overall"), "cache_hit_ratios": hits or None, "cache_lookups": counts,
                 "argon2": summarise([r for r in results if classify(r) in ARGON2_CLASSES], rate).dict()
                 if any(classify(r) in ARGON2_CLASSES for r in results) else None,
                 "classes": {k: v.dict() for k, v in classes.items()},
@@ -331,10 +373,13 @@ class Run:
             })  # fmt: skip
             time.sleep(1)
         out["phases"] = phases
-        out["cache_hit_ratio"] = hit_ratio(total_before, cache_counters(base))
+        # the whole mix's ratio leaves out the sustained phase, whose freshness probe polls unprojected issues
+        whole = ratios(mix_only) if mix_only else None
+        out["cache_hit_ratio"], out["cache_hit_ratios"] = (whole or {}).get("overall"), whole
+        out["cache_hit_ratios_with_probe"] = ratios(lookups(total_before, cache_counters(base)))
         if out["cache_hit_ratio"] is None:
-            self.note("/metrics exports no cache hit/miss counter yet: the mix's cache hit ratio is not measured")
-        self.results["mix"] = out
+            self.note(f"{label}: /metrics exports no cache hit/miss counter: the mix's cache hit ratio is not measured")
+        (self.results if into is None else into)["mix"] = out
 
     def argon2_cost(self) -> None:
         from argon2 import PasswordHasher
@@ -365,8 +410,12 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="snapfix-bench-"))
     run = Run(prof, work)
     started = time.time()
+    steps = prof.estimate()
+    if not args.only:
+        run.say(f"estimated duration {sum(s for _, s in steps) / 60:.0f} min: "
+                + "; ".join(f"{name} {secs / 60:.1f}" for name, secs in steps))  # fmt: skip
     run.results["meta"] = {"quick": args.quick, "started": datetime.now(UTC).isoformat(timespec="seconds"),
-                           "machine": machine(), "work_dir": str(work)}  # fmt: skip
+                           "machine": machine(), "work_dir": str(work), "estimate_s": dict(steps)}  # fmt: skip
     env = {
         "SNAPFIX_EVENT_LOG": f"sqlite:///{work / 'events.db'}",
         "SNAPFIX_VIEW_STORE": f"sqlite:///{work / 'views.db'}",
@@ -405,6 +454,7 @@ def main() -> None:
             tg = Targets(world)
             run.http(server.base, world, tg)
             run.mix(server.base, world, tg)
+        distributed.run(run, prof)  # the same steps on the three roles over Kafka, FerretDB and Redis
         asyncio.run(run.engines())
         asyncio.run(run.projector())
     finally:

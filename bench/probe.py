@@ -19,9 +19,14 @@ CACHE_MISS = re.compile(r"^(\w*cache\w*miss\w*?)(?:_total)?(\{[^}]*\})?\s+([\d.e
 
 
 async def freshness(world: World, samples: int, rate: float, poll_s: float = 0.002) -> dict:
-    """Report ``samples`` issues at ``rate``/s; for each, poll its detail until it answers 200."""
+    """Report ``samples`` issues at ``rate``/s; for each, poll its detail until it answers 200.
+
+    The report goes to the command side (``world.base``), the polls to the query side (``world.read_base``):
+    distributed, the lag is the command API's 2xx until the query API shows the issue.
+    """
     lags: list[float] = []
     failures = 0
+    reads = world.read_base
     async with httpx.AsyncClient(base_url=world.base, timeout=10) as client:
 
         async def one(i: int) -> None:
@@ -35,7 +40,7 @@ async def freshness(world: World, samples: int, rate: float, poll_s: float = 0.0
             issue = r.json()["id"]
             deadline = ok_at + 10
             while time.perf_counter() < deadline:
-                g = await client.get(f"/v1/issues/{issue}")
+                g = await client.get(f"{reads}/v1/issues/{issue}")
                 if g.status_code == 200:
                     lags.append((time.perf_counter() - ok_at) * 1000)
                     return
@@ -77,27 +82,74 @@ class Background:
         self._thread.join(timeout=120)
 
 
-def cache_counters(base: str) -> tuple[float, float] | None:
-    """(hits, misses) summed over every cache hit/miss counter /metrics exports, or None if none is exported."""
+Counters = dict[str, tuple[float, float]]
+CACHE_LABEL = re.compile(r'cache="([^"]*)"')
+
+
+def cache_counters(base: str) -> Counters | None:
+    """(hits, misses) per cache from /metrics, or None if no cache counter is exported.
+
+    ``snapfix_cache_lookups_total{cache=...}`` gives one entry per cache (``views``: detail and profile
+    reads; ``browse``: first pages of browse queries); any other hit/miss counter is summed under ``other``.
+    """
     try:
         with urllib.request.urlopen(base + "/metrics", timeout=5) as r:  # noqa: S310
             text = r.read().decode()
     except OSError:
         return None
-    hits = [float(m.group(3)) for m in CACHE_HIT.finditer(text) if not m.group(1).endswith("_created")]
-    misses = [float(m.group(3)) for m in CACHE_MISS.finditer(text) if not m.group(1).endswith("_created")]
+    out: dict[str, list[float]] = {}
+
+    def add(cache: str, hit: float, miss: float) -> None:
+        h, m = out.setdefault(cache, [0.0, 0.0])
+        out[cache] = [h + hit, m + miss]
+
+    for m in CACHE_HIT.finditer(text):
+        if not m.group(1).endswith("_created"):
+            add("other", float(m.group(3)), 0.0)
+    for m in CACHE_MISS.finditer(text):
+        if not m.group(1).endswith("_created"):
+            add("other", 0.0, float(m.group(3)))
     for labels, value in LOOKUPS.findall(text):  # snapfix_cache_lookups_total{cache=...,result="hit"|"miss"}
+        label = CACHE_LABEL.search(labels)
+        cache = label.group(1) if label else "other"
         if 'result="hit"' in labels:
-            hits.append(float(value))
+            add(cache, float(value), 0.0)
         elif 'result="miss"' in labels:
-            misses.append(float(value))
-    if not hits and not misses:
-        return None
-    return sum(hits), sum(misses)
+            add(cache, 0.0, float(value))
+    return {k: (v[0], v[1]) for k, v in out.items()} or None
 
 
-def hit_ratio(before: tuple[float, float] | None, after: tuple[float, float] | None) -> float | None:
+def lookups(before: Counters | None, after: Counters | None) -> Counters | None:
+    """The (hits, misses) per cache between two readings."""
     if before is None or after is None:
         return None
-    hits, misses = after[0] - before[0], after[1] - before[1]
-    return hits / (hits + misses) if hits + misses > 0 else None
+    return {c: (h - before.get(c, (0.0, 0.0))[0], m - before.get(c, (0.0, 0.0))[1]) for c, (h, m) in after.items()}
+
+
+def ratios(counts: Counters | None) -> dict[str, float | None] | None:
+    """Hit ratios overall and per cache (None where a cache saw no lookup)."""
+    if counts is None:
+        return None
+    out: dict[str, float | None] = {c: h / (h + m) if h + m > 0 else None for c, (h, m) in sorted(counts.items())}
+    hits, misses = sum(h for h, _ in counts.values()), sum(m for _, m in counts.values())
+    return {"overall": hits / (hits + misses) if hits + misses > 0 else None, **out}
+
+
+def add(a: Counters, b: Counters | None) -> Counters:
+    """Two sets of (hits, misses) per cache, summed."""
+    out = dict(a)
+    for c, (h, m) in (b or {}).items():
+        h0, m0 = out.get(c, (0.0, 0.0))
+        out[c] = (h0 + h, m0 + m)
+    return out
+
+
+def hit_ratios(before: Counters | None, after: Counters | None) -> dict[str, float | None] | None:
+    """The hit ratio between two readings, overall and per cache."""
+    return ratios(lookups(before, after))
+
+
+def hit_ratio(before: Counters | None, after: Counters | None) -> float | None:
+    """The overall hit ratio between two readings."""
+    ratios = hit_ratios(before, after)
+    return None if ratios is None else ratios["overall"]

@@ -77,6 +77,7 @@ class Server:
     ready_path: str = "/healthz"
     log_path: Path | None = None
     proc: subprocess.Popen[bytes] | None = None
+    cwd: Path = ROOT  # a role that writes to its working directory (faust's data dir) gets the run's own
 
     @property
     def base(self) -> str:
@@ -91,7 +92,7 @@ class Server:
         self.proc = subprocess.Popen(
             self.argv,
             env={**os.environ, **self.env},
-            cwd=ROOT,
+            cwd=self.cwd,
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,

@@ -65,12 +65,25 @@ class User:
 
 @dataclass
 class World:
-    """What the server holds before load starts."""
+    """What the server holds before load starts, and where requests go.
+
+    ``base`` takes the writes; ``reads`` (the query API, when the roles run apart) takes the GETs,
+    as a load balancer splitting the shared paths by method would. Embedded, both are one server.
+    """
 
     base: str
     users: list[User]
     issues: list[str]
     signin_seconds: list[float] = field(default_factory=list)
+    reads: str = ""
+
+    @property
+    def read_base(self) -> str:
+        return self.reads or self.base
+
+    def base_for(self, method: str) -> str:
+        """Writes (POST, PUT, PATCH, DELETE) to the command side, reads (GET, HEAD) to the query side."""
+        return self.read_base if method.upper() in ("GET", "HEAD") else self.base
 
 
 def report_body(i: int) -> bytes:
@@ -86,10 +99,16 @@ def report_body(i: int) -> bytes:
     )
 
 
-async def prepare(base: str, n_users: int, issues_per_user: int, concurrency: int = 4) -> World:
-    """Register and sign in ``n_users`` citizens (argon2: the slow part) and report their first issues."""
+async def prepare(
+    base: str, n_users: int, issues_per_user: int, concurrency: int = 4, reads: str = "", settle_s: float = 2.0
+) -> World:
+    """Register and sign in ``n_users`` citizens (argon2: the slow part) and report their first issues.
+
+    Commands go to ``base``; with ``reads`` (a separate query API) the last issue is polled there for up
+    to ``settle_s`` seconds, so the views hold every issue before anything is measured.
+    """
     users = [User(f"bench-{uuid.uuid4().hex[:10]}@example.org") for _ in range(n_users)]
-    world = World(base, users, [])
+    world = World(base, users, [], reads=reads)
     sem = asyncio.Semaphore(concurrency)
     async with httpx.AsyncClient(base_url=base, timeout=60) as client:
 
@@ -119,8 +138,13 @@ async def prepare(base: str, n_users: int, issues_per_user: int, concurrency: in
 
         await asyncio.gather(*(report(u) for u in users))
         world.issues = [i for u in users for i in u.issues]
-        # read each issue once with its token, so the views hold it before measuring
-        await client.get(f"/v1/issues/{world.issues[-1]}", headers={"X-Consistency-Token": last})
+        # read the last issue with its token (and poll it), so the views hold every issue before measuring
+        deadline = asyncio.get_running_loop().time() + settle_s
+        url = f"{world.read_base}/v1/issues/{world.issues[-1]}"
+        while (await client.get(url, headers={"X-Consistency-Token": last})).status_code != 200:
+            if asyncio.get_running_loop().time() > deadline:
+                break
+            await asyncio.sleep(0.2)
     return world
 
 
@@ -137,7 +161,13 @@ class Targets:
         self.counter = itertools.count(100_000)
 
     def one(self, kind: str) -> Target:
-        w, rnd, b = self.w, self.rnd, self.w.base
+        """One request of ``kind``, sent where its method belongs (see ``World.base_for``)."""
+        t = self._one(kind)
+        t.url = self.w.base_for(t.method) + t.url
+        return t
+
+    def _one(self, kind: str) -> Target:
+        w, rnd, b = self.w, self.rnd, ""
         u = rnd.choice(w.users)
         hot = w.issues[: max(1, len(w.issues) // 5)]  # reads favour recent, popular issues
         if kind == "issue.create":

@@ -278,14 +278,18 @@ def _export(
 async def _run_export(settings: Settings, selection: Any, sink: Any, raw: bool, show: bool) -> Any:
     from ops.export import export, resolve
     from ops.status import backlog
+    from snapfix.bootstrap import open_log_reader
 
-    async with opened(settings, views=False) as found:
-        assert found.log is not None
-        resolved = await resolve(found.log, selection)
-        head = await found.log.head()
+    # The log alone: an export reads no write store (on Kafka, MongoDB need not be reachable).
+    event_log = await open_log_reader(settings)
+    try:
+        resolved = await resolve(event_log, selection)
+        head = await event_log.head()
         total = backlog(resolved.through or head, resolved.after)
         with progress_bar("export", total, enabled=show) as advance:
-            return await export(found.log, resolved, sink, raw=raw, progress=advance)
+            return await export(event_log, resolved, sink, raw=raw, progress=advance)
+    finally:
+        await event_log.close()
 
 
 async def _state(settings: Settings, aggregate_id: str, moment: datetime) -> Any:

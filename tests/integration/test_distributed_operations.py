@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pyarrow.parquet as pq
 import pytest
 from aiokafka import AIOKafkaProducer
@@ -33,12 +32,10 @@ from events.mongo_store import MongoEventStore
 from events.upcasting import UPCASTERS
 from projectors.catalog import ALL
 from projectors.mongo_views import MongoViewStore
-from snapfix.app import create_app
 from snapfix.bootstrap import MAIN_PROJECTOR
-from snapfix.settings import Settings
 from tests.contract.backends import require_engine
 from tests.integration.test_distributed import base_env
-from tests.integration.test_operations import REPORT, cli, event, lines
+from tests.integration.test_operations import REPORT, cli, event, lines, ops_route
 from tests.kafka_scratch import KAFKA, MONGO
 from tests.processes import Role
 
@@ -220,18 +217,6 @@ async def _publish_more(topic: KafkaTopic, count: int) -> None:
         await publisher.stop()
 
 
-async def _ops_route(env: dict[str, str]) -> dict[str, Any]:
-    """GET /ops/status from a query API, the role operators reach over HTTP on this deployment."""
-    settings = Settings(**{k.removeprefix("SNAPFIX_").lower(): v for k, v in env.items() if k.startswith("SNAPFIX_")})
-    app = create_app(settings, "query")
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://snapfix.test") as http:
-            response = await http.get("/ops/status")
-    assert response.status_code == 200, response.text
-    return response.json()  # type: ignore[no-any-return]
-
-
 class TestStatusOnKafka:
     def test_status_shows_position_lag_generations_and_last_error(self, deployment: Deployment) -> None:
         """At the head per partition with the dead letters counted; then lag in events and seconds once more wait."""
@@ -261,7 +246,7 @@ class TestStatusOnKafka:
         assert f"{MAIN_PROJECTOR}: position" in text
         assert "lag 4 events" in text
 
-        (served,) = asyncio.run(_ops_route(deployment.env))["projectors"]
+        (served,) = asyncio.run(ops_route(deployment.env, "query"))["projectors"]
         assert {k: v for k, v in served.items() if k != "lag_seconds"} == {
             k: v for k, v in waiting.items() if k != "lag_seconds"
         }

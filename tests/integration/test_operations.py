@@ -6,7 +6,9 @@ import asyncio
 import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pyarrow.parquet as pq
 import pytest
 import structlog
@@ -19,7 +21,9 @@ from ops.cli import app
 from projectors.catalog import ALL
 from projectors.runner import ProjectionRunner
 from projectors.sqlite_views import SqliteViewStore
+from snapfix.app import Role, create_app
 from snapfix.bootstrap import MAIN_PROJECTOR
+from snapfix.settings import Settings
 
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 REPORT = {
@@ -84,6 +88,18 @@ def cli(env: dict[str, str], *args: str) -> tuple[int, str]:
     result = CliRunner().invoke(app, list(args), env=env)
     structlog.reset_defaults()  # the command pointed its logs at the runner's stderr, closed now
     return result.exit_code, result.stdout
+
+
+async def ops_route(env: dict[str, str], role: Role) -> dict[str, Any]:
+    """GET /ops/status from an app of that role, built from the CLI's environment."""
+    values = {k.removeprefix("SNAPFIX_").lower(): v for k, v in env.items() if k.startswith("SNAPFIX_")}
+    app = create_app(Settings(**values), role)  # type: ignore[arg-type]
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://snapfix.test") as http:
+            response = await http.get("/ops/status")
+    assert response.status_code == 200, response.text
+    return response.json()  # type: ignore[no-any-return]
 
 
 def lines(text: str) -> list[dict]:
@@ -191,3 +207,9 @@ class TestDeadLettersAndStatus:
         assert main["dead_letters_open"] == 2
         assert "IssueTeleported" in main["last_error"]
         assert "main: position" in cli(env, "status")[1]
+
+    def test_a_query_api_serves_the_same_status(self, env: dict[str, str]) -> None:
+        """GET /ops/status on a query API (no log, no runner of its own) answers what `snapfix status --json` does."""
+        (main,) = json.loads(cli(env, "status", "--json")[1])
+        (served,) = asyncio.run(ops_route(env, "query"))["projectors"]
+        assert served == main

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable
 from typing import Any
 
 from fastapi import APIRouter, Response
@@ -13,6 +15,23 @@ from snapfix.bootstrap import open_log_reader
 from snapfix.http import JSONResponse
 
 router = APIRouter(tags=["operations"])
+# A hung view store or cache (no socket timeout on a pooled connection) would hold the probe for as
+# long as the server hangs; a probe must answer within its caller's timeout (often 1 s), so these two
+# checks run side by side, each given up after this bound. The event log's first check starts a
+# Kafka consumer, which may legitimately take longer, so it keeps its client's own timeouts.
+PING_TIMEOUT_S = 1.0
+
+
+async def _check(call: Awaitable[object], timeout_s: float | None = None) -> str:
+    """The check's entry: ok, or down with the reason (a timeout or the error's type)."""
+    try:
+        async with asyncio.timeout(timeout_s):
+            await call
+    except TimeoutError:
+        return f"down: no answer within {timeout_s} s"
+    except Exception as e:  # noqa: BLE001 - any failure means not ready
+        return f"down: {type(e).__name__}"
+    return "ok"
 
 
 @router.get("/healthz")
@@ -25,17 +44,11 @@ async def healthz() -> dict[str, str]:
 async def readyz(c: ContainerDep) -> Response:
     """Each dependency answers; 503 names the ones that do not."""
     checks: dict[str, Any] = {}
-    for name, dep in (("event_log", c.log), ("view_store", c.views), ("cache", c.cache)):
-        if dep is None:
-            continue
-        try:
-            if name == "event_log":
-                await dep.head()  # type: ignore[union-attr]
-            else:
-                await dep.ping()  # type: ignore[union-attr]
-            checks[name] = "ok"
-        except Exception as e:  # noqa: BLE001 - any failure means not ready
-            checks[name] = f"down: {type(e).__name__}"
+    if c.log is not None:
+        checks["event_log"] = await _check(c.log.head())
+    bounded = [("view_store", c.views), ("cache", c.cache)]
+    found = await asyncio.gather(*(_check(dep.ping(), PING_TIMEOUT_S) for _, dep in bounded if dep is not None))
+    checks.update(zip([name for name, dep in bounded if dep is not None], found, strict=True))
     ready = all(v == "ok" for v in checks.values())
     return JSONResponse(
         {"status": "ready" if ready else "not ready", "checks": checks}, status_code=200 if ready else 503

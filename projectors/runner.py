@@ -40,6 +40,8 @@ DEAD_LETTERS = Collection(
     indexes=(("projector", "status", "position"),),
 )
 CACHED_COLLECTIONS = frozenset({"issue_detail", "user_profile"})
+# The views the cached public detail of an issue is built from (snapfix/detail_cache.py).
+PUBLIC_DETAIL_SOURCES = frozenset({"issue_detail", "issue_duplicates"})
 BROWSE_GENERATION = "gen:issue_summary"
 # The counter's value as a plain versioned entry, which every Cache adapter can read back
 # (query_api/caching.py keys first pages of browse queries by it).
@@ -268,6 +270,15 @@ class ProjectionRunner:
             for change in changes:
                 if isinstance(change, Put) and change.collection in CACHED_COLLECTIONS:
                     await self._view_cache.written(change.collection, change.doc)
+            # after the write-through above: a reader that sees the new stamp reads the new documents
+            issues = {
+                c.doc["id"] if isinstance(c, Put) else c.id for c in changes if c.collection in PUBLIC_DETAIL_SOURCES
+            }
+            try:
+                for issue_id in sorted(issues):
+                    await self._view_cache.details.changed(issue_id)
+            except CacheError as error:  # the cache is down: it serves nothing, stale or not
+                log.warning("projection.cache_unavailable", projector=self.name, reason=str(error))
         if self._cache is not None and any(isinstance(c, Put) and c.collection == "issue_summary" for c in changes):
             try:
                 generation = await self._cache.incr(BROWSE_GENERATION)

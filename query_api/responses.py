@@ -21,16 +21,25 @@ def etag_of(raw: bytes) -> str:
     return '"' + hashlib.blake2b(raw, digest_size=8).hexdigest() + '"'
 
 
+def etag_matches(etag: str, if_none_match: str | None) -> bool:
+    """Whether an If-None-Match header names this ETag (the fast path of query_api/fast_detail.py shares it)."""
+    return if_none_match is not None and etag in {t.strip() for t in if_none_match.split(",")}
+
+
 def json_bytes(
-    raw: bytes, request: Request, *, freshness: str | None = None, cache_control: str = "no-cache"
+    raw: bytes,
+    request: Request,
+    *,
+    freshness: str | None = None,
+    cache_control: str = "no-cache",
+    etag: str | None = None,
 ) -> Response:
-    """A JSON answer that honours If-None-Match."""
-    etag = etag_of(raw)
+    """A JSON answer that honours If-None-Match; ``etag`` when the caller already has it (a cached response)."""
+    etag = etag or etag_of(raw)
     headers = {"ETag": etag, "Cache-Control": cache_control}
     if freshness is not None:
         headers["X-Consistency"] = freshness
-    inm = request.headers.get("if-none-match")
-    if inm is not None and etag in {t.strip() for t in inm.split(",")}:
+    if etag_matches(etag, request.headers.get("if-none-match")):
         return Response(status_code=304, headers=headers)
     return Response(raw, media_type="application/json", headers=headers)
 

@@ -16,6 +16,7 @@ from command_api.domain.actor import SYSTEM
 from events.envelope import Metadata
 from query_api.app import install_query_errors
 from query_api.app import router as query_router
+from query_api.fast_detail import FastDetail
 from snapfix import bootstrap
 from snapfix.http import CorrelationMiddleware, install_error_handlers
 from snapfix.limits import LimitsMiddleware
@@ -83,6 +84,8 @@ def create_app(settings: Settings, role: Role = "all") -> FastAPI:
         install_query_errors(app)
         app.include_router(query_router)
     app.include_router(ops_router)
+    if read:  # innermost: the correlation id, log line and metrics stay the outer middlewares' work
+        app.add_middleware(FastDetail)
     app.add_middleware(LimitsMiddleware, settings=settings)
     app.add_middleware(CorrelationMiddleware)
     return app

@@ -36,6 +36,10 @@ class Cache(abc.ABC):
         """Add one to a counter (created at 0) and return it; counters do not expire."""
 
     @abc.abstractmethod
+    async def counter(self, key: str) -> int:
+        """A counter's value without changing it (0 if it was never incremented)."""
+
+    @abc.abstractmethod
     async def delete(self, key: str) -> None:
         """Forget a key."""
 
@@ -88,6 +92,9 @@ class MemoryCache(Cache):
         self._counters[key] = self._counters.get(key, 0) + 1
         return self._counters[key]
 
+    async def counter(self, key: str) -> int:
+        return self._counters.get(key, 0)
+
     async def delete(self, key: str) -> None:
         self._entries.pop(key, None)
         self._counters.pop(key, None)
@@ -113,9 +120,12 @@ class ViewCache:
     """Cache-aside for view documents, keyed by collection and id, guarded by the document version."""
 
     def __init__(self, cache: Cache, ttl_s: int, stats: CacheStats | None = None) -> None:
+        from snapfix.detail_cache import DetailResponses  # it imports this module
+
         self._cache = cache
         self._ttl = ttl_s
         self.stats = stats or CacheStats()
+        self.details = DetailResponses(cache, ttl_s, self.stats)  # public issue details, counted as view reads
 
     @staticmethod
     def key(collection: str, doc_id: str) -> str:

@@ -69,6 +69,11 @@ class RedisCache(Cache):
         with _translated("incr"):
             return int(await self._redis.incr(self._prefix + key))
 
+    async def counter(self, key: str) -> int:
+        with _translated("counter"):
+            value = await self._redis.get(self._prefix + key)
+        return int(cast(bytes, value)) if value is not None else 0
+
     async def delete(self, key: str) -> None:
         with _translated("delete"):
             await self._redis.delete(self._prefix + key)

@@ -11,10 +11,13 @@ from projectors.ports import Cond, Doc, ViewStore, ViewStoreUnavailable
 from projectors.ports import Query as ViewQuery
 from query_api.browse import BadParameter, Browse, Sort, parse_bbox, parse_near
 from query_api.deps import Cached, Consistent, Pages, Views
+from query_api.fast_detail import FAST_PATH_MISSED
 from query_api.public import public_detail
-from query_api.responses import READ_ERRORS, json_bytes, json_value
+from query_api.responses import READ_ERRORS, etag_of, json_bytes, json_value
 from query_api.time_travel import detail_as_of
 from snapfix.auth import ContainerDep
+from snapfix.cache import ViewCache
+from snapfix.detail_cache import StoredResponse
 from snapfix.http import ProblemError
 
 router = APIRouter(tags=["issues"], responses=READ_ERRORS)
@@ -128,11 +131,16 @@ def _utc(stamp: str | None) -> str | None:
     return iso(moment)
 
 
+DETAIL_CACHE_CONTROL = "public, max-age=1"
+
+
 @router.get("/v1/issues/{issue_id}")
 async def detail(
     issue_id: IssueId, request: Request, views: Views, cache: Cached, freshness: Consistent, as_of: AsOf = None
 ) -> Response:
     """One issue with its comments and timeline; `as_of` shows it as it was at that time."""
+    if as_of is None and freshness is None:
+        return await _current_detail(issue_id, request, views, cache)
     raw = await cache.get("issue_detail", issue_id, lambda: views.get("issue_detail", issue_id))
     shown = None if raw is None else public_detail(orjson.loads(raw), await _duplicates(views, issue_id))
     if shown is not None and as_of is not None:  # time travel: the same fold over its history view
@@ -140,7 +148,36 @@ async def detail(
         shown = None if past is None else public_detail(past, await views.get("issue_duplicates", issue_id))
     if shown is None:
         raise ProblemError(404, "not-found", "Not found", f"no issue {issue_id}")
-    return json_value(shown, request, freshness=freshness, cache_control="public, max-age=1")
+    return json_value(shown, request, freshness=freshness, cache_control=DETAIL_CACHE_CONTROL)
+
+
+async def _current_detail(issue_id: str, request: Request, views: ViewStore, cache: ViewCache) -> Response:
+    """The public detail from the response cache, or built and then cached under the stamp read before building.
+
+    The fast path (query_api/fast_detail.py) serves most hits before routing; when it has
+    already looked and missed, the lookup is not repeated here.
+    """
+    details = cache.details
+    if not request.scope.get(FAST_PATH_MISSED):
+        hit = await details.get(issue_id)
+        if hit is not None:
+            return json_bytes(hit.body, request, cache_control=DETAIL_CACHE_CONTROL, etag=hit.etag.decode())
+    stamp = await details.stamp(issue_id)  # before the documents: see snapfix/detail_cache.py
+    raw = await cache.get("issue_detail", issue_id, lambda: views.get("issue_detail", issue_id))
+    if raw is None:
+        raise ProblemError(404, "not-found", "Not found", f"no issue {issue_id}")
+    try:
+        duplicates, complete = await views.get("issue_duplicates", issue_id), True
+    except ViewStoreUnavailable:  # served without its duplicates while the store is down, but not cached
+        duplicates, complete = None, False
+    shown = public_detail(orjson.loads(raw), duplicates)
+    if shown is None:  # hidden: never cached, so a hidden issue is never served from the cache
+        raise ProblemError(404, "not-found", "Not found", f"no issue {issue_id}")
+    body = orjson.dumps(shown)
+    etag = etag_of(body)
+    if stamp is not None and complete:
+        await details.put(issue_id, stamp, StoredResponse(body, etag.encode()))
+    return json_bytes(body, request, cache_control=DETAIL_CACHE_CONTROL, etag=etag)
 
 
 async def _duplicates(views: ViewStore, issue_id: str) -> Doc | None:

@@ -327,6 +327,9 @@ class BrokenCache(Cache):
     async def incr(self, key: str) -> int:  # noqa: ARG002 - the port's signature
         raise CacheError("down")
 
+    async def counter(self, key: str) -> int:  # noqa: ARG002 - the port's signature
+        raise CacheError("down")
+
     async def delete(self, key: str) -> None:  # noqa: ARG002 - the port's signature
         raise CacheError("down")
 

@@ -43,15 +43,16 @@ STEP_OVERHEAD_S = 1.4  # the 1 s pause between steps, vegeta's start and its res
 class Profile:
     def __init__(self, quick: bool) -> None:
         self.quick = quick
-        # The full run must fit in about 50 minutes with the distributed deployment added (``estimate``):
-        # 8 s steps and 20 s at half peak instead of 10 and 30 (80 steps and 11 half-peak holds), phases
-        # 5x the quick ones instead of 6x (each deployment runs them), a 500,000-event projector backlog
-        # instead of 1,000,000 (its rate is steady after the first seconds).
+        # The full run must fit in about 50 minutes now that the distributed deployment runs the paths and
+        # the mix too (``estimate``: 48 min with the earlier 10 s steps, 30 s at half peak and phases 6x the
+        # quick ones, too close on a busy 2-core machine): 8 s steps and 20 s at half peak (about 80 steps and
+        # 11 half-peak holds; 8 s still holds hundreds of requests per step at the lowest rates) and phases
+        # 5x the quick ones (the sustained phase still runs 100 s per deployment) bring it near 40 min.
         self.step_s = 3.0 if quick else 8.0
         self.half_peak_s = 5.0 if quick else 20.0
         self.users = 48 if quick else 256
         self.issues_per_user = 5 if quick else 20
-        self.projector_events = 30_000 if quick else 500_000
+        self.projector_events = 30_000 if quick else 1_000_000
         self.mongo_projector_events = 2_000 if quick else 50_000  # FerretDB on SQLite writes ~100 docs/s here
         self.mongo_docs = 2_000 if quick else 20_000
         self.raw_docs = 20_000 if quick else 200_000
@@ -71,7 +72,7 @@ class Profile:
     def estimate(self) -> list[tuple[str, float]]:
         """Seconds per step of the run, from the profile and rates measured in --quick runs on this machine."""
         step = self.step_s + STEP_OVERHEAD_S
-        argon2_s = 0.33  # one registration or sign-in, one core (two per user)
+        argon2_s = 0.16  # one registration or sign-in on the server core (two per user)
         phases = sum(secs + 1.5 for _, _, secs in self.phases)
         mix = self.freshness_samples / 2 / 10 + phases
         return [
@@ -79,13 +80,13 @@ class Profile:
             ("embedded paths and ceilings (9 peaks)", STEPS["embedded paths"] * step + 9 * (self.half_peak_s + 1.5)
              + 4 * self.step_s + 4),
             ("embedded mix (capacity, phases)", STEPS["embedded mix"] * step + mix),
-            ("distributed set-up", 5 + self.users * 2 * argon2_s + self.users * self.issues_per_user / 60),
+            ("distributed set-up", 5 + self.users * 2 * argon2_s + self.users * self.issues_per_user / 50),
             ("distributed paths (2 peaks)", STEPS["distributed paths"] * step + 2 * (self.half_peak_s + 1.5)
              + self.step_s + 3),
             ("distributed mix (capacity, phases)", STEPS["distributed mix"] * step + mix),
             ("engine ceilings", 8 + 4 * self.loop_s + self.redis_requests / 60_000 + self.mongo_docs / 2_500
              + self.kafka_msgs / 20_000 + self.kafka_sequential / 170),
-            ("projector catch-up", self.projector_events * (1 / 5_500 + 1 / 40_000)
+            ("projector catch-up", 3 + self.projector_events * (1 / 5_500 + 1 / 40_000)
              + self.mongo_projector_events * (1 / 1_300 + 1 / 40_000)),
         ]  # fmt: skip
 

@@ -233,6 +233,37 @@ def _both(results: dict[str, Any]) -> list[str]:
     return L
 
 
+# where each step of ``Profile.estimate`` starts on the run's timeline (the first line starting so)
+STEP_MARKS = (
+    ("embedded set-up", "embedded server on"),
+    ("embedded paths and ceilings (9 peaks)", "bare_asgi_get: stepping"),
+    ("embedded mix (capacity, phases)", "embedded: freshness probe"),
+    ("distributed set-up", "distributed: command API"),
+    ("distributed paths (2 peaks)", "distributed_cached_read: stepping"),
+    ("distributed mix (capacity, phases)", "distributed: freshness probe"),
+    ("engine ceilings", "raw SQLite upsert"),
+    ("projector catch-up", "pre-filling a SQLite log"),
+)
+
+
+def _durations(results: dict[str, Any]) -> list[str]:
+    """Each step's estimated and measured minutes, so the next estimate can be checked against this run."""
+    meta, timeline = results["meta"], results.get("timeline") or []
+    estimate = meta.get("estimate_s") or {}
+    starts = {step: next((t for t, text in timeline if text.startswith(mark)), None) for step, mark in STEP_MARKS}
+    known = sorted(t for t in starts.values() if t is not None)
+    if not estimate or not known:
+        return []
+    L = ["| step | estimated (min) | took (min) |", "| --- | ---: | ---: |"]
+    for step, _ in STEP_MARKS:
+        t = starts[step]
+        end = next((u for u in known if t is not None and u > t), meta.get("seconds"))
+        took = (end - t) / 60 if t is not None and end is not None else None
+        L.append(f"| {step} | {_n(estimate.get(step, 0) / 60, 1)} | {_n(took, 1)} |")
+    L.append(f"| **all** | {_n(sum(estimate.values()) / 60, 1)} | {_n(meta.get('seconds', 0) / 60, 1)} |\n")
+    return L
+
+
 def _stats_row(label: str, s: dict[str, Any]) -> str:
     return (f"| {label} | {_n(s['rate'])} | {_n(s['throughput'])} | {_n(s['p50_ms'], 1)} | {_n(s['p95_ms'], 1)} "
             f"| {_n(s['p99_ms'], 1)} | {_n(s['max_ms'], 1)} | {s['error_rate']:.2%} |")  # fmt: skip
@@ -253,6 +284,10 @@ def write(results: dict[str, Any], bench: Path) -> None:
           f"before, {meta.get('load_after', (0,))[0]:.2f} after, on {m['cores']} cores: other engineers' test "
           "suites and engines share it). Expect the absolute figures to be low and noisy; the ratios, measured "
           "minutes apart, carry some of that noise too.\n")  # fmt: skip
+    durations = _durations(results)
+    if durations:
+        a("Duration of each step, against the estimate printed at the start (`Profile.estimate`):\n")
+        L.extend(durations)
     a("## Machine\n")
     a(f"- CPU: {m['cpu']}, {m['cores']} cores; memory {m['memory_gib']} GiB; kernel {m['kernel']}; {m['os']}")
     a(f"- Python {m['python']}; " + ", ".join(f"{k} {v}" for k, v in m["packages"].items()))

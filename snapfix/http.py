@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 import time
 from typing import Any
@@ -135,6 +136,12 @@ def install_error_handlers(app: FastAPI) -> None:
         )
 
 
+@functools.lru_cache(maxsize=1024)  # a client may send any method name
+def _request_metrics(method: str, route: str, status: int) -> tuple[Counter, Histogram]:
+    """The labelled children for one kind of request, looked up once (routes and statuses are few)."""
+    return HTTP_REQUESTS.labels(method, route, str(status)), HTTP_DURATION.labels(method, route)
+
+
 class CorrelationMiddleware:
     """Gives every request a correlation id (the client's, if well-formed), logs and times it."""
 
@@ -164,6 +171,7 @@ class CorrelationMiddleware:
                 route = scope.get("route")
                 path = getattr(route, "path", "unmatched")
                 elapsed = time.perf_counter() - started
-                HTTP_REQUESTS.labels(scope["method"], path, str(status)).inc()
-                HTTP_DURATION.labels(scope["method"], path).observe(elapsed)
+                counter, duration = _request_metrics(scope["method"], path, status)
+                counter.inc()
+                duration.observe(elapsed)
                 log.info("http.request", method=scope["method"], route=path, status=status, ms=round(elapsed * 1000, 2))

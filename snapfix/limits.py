@@ -22,6 +22,7 @@ from snapfix.settings import Settings
 from snapfix.tokens import InvalidToken, Tokens
 
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+BODILESS_METHODS = frozenset({"GET", "HEAD"})  # not rate limited; a body only if the request declares one
 SIGN_IN_PATHS = frozenset({"/v1/auth/token", "/v1/auth/refresh"})
 MULTIPART_OVERHEAD = 64 * 1024
 
@@ -84,6 +85,9 @@ class LimitsMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if scope["method"] in BODILESS_METHODS and _bodiless(scope):  # reads: nothing to count or refuse
             await self.app(scope, receive, send)
             return
         refusal = await self._rate_limited(scope)
@@ -155,6 +159,11 @@ class LimitsMiddleware:
 
 def _too_large(limit: int) -> _Refusal:
     return _Refusal(413, "body-too-large", "Request body too large", f"the body exceeds the limit of {limit} bytes")
+
+
+def _bodiless(scope: Scope) -> bool:
+    """No Content-Length and no Transfer-Encoding: HTTP/1.1 gives the request no body at all."""
+    return not any(key in (b"content-length", b"transfer-encoding") for key, _ in scope["headers"])
 
 
 def _header(scope: Scope, name: bytes) -> str | None:

@@ -88,6 +88,14 @@ class TestCounters:
         k = key()
         assert [await cache.incr(k) for _ in range(3)] == [1, 2, 3]
 
+    async def test_counter_reads_without_counting(self, cache: Cache) -> None:
+        """counter answers 0 for a new counter and the current value after incr, changing nothing."""
+        k = key()
+        assert await cache.counter(k) == 0
+        await cache.incr(k)
+        await cache.incr(k)
+        assert [await cache.counter(k), await cache.counter(k)] == [2, 2]
+
 
 class TestViewCache:
     async def test_a_read_after_the_projector_wrote_never_sees_the_older_copy(self, cache: Cache) -> None:

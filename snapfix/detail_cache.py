@@ -17,9 +17,11 @@ response under version ``2 * stamp + 1``; the cache's compare-and-set
 
 Once ``changed`` has returned, no response built from older documents can be served (a
 tombstone lives as long as an entry; a reader slower than half that is not allowed to
-store, so it cannot outlive the tombstone that refuses it). The
-stamps are counters, which never expire; like the browse generation, they assume a cache
-that does not evict keys without a time to live (Redis' default and ``volatile-*``
+store, so it cannot outlive the tombstone that refuses it). Hidden issues are never
+stored: the route answers them 404 from the views.
+
+The stamps are counters, which never expire; like the browse generation, they assume a
+cache that does not evict keys without a time to live (Redis' default and ``volatile-*``
 policies; the in-process cache keeps counters apart from its LRU).
 """
 

@@ -115,6 +115,7 @@ async def catch_up(log_path: Path, view_store: Any, total: int, batch_size: int 
     elapsed = time.perf_counter() - t0
     await log.close()
     return {
+        "runner": runner.name,  # the live projector a rebuild gets level with
         "events": runner.applied,
         "expected": total,
         "seconds": elapsed,

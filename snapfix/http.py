@@ -147,6 +147,9 @@ class CorrelationMiddleware:
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
+        # Bound once, when the app builds its middleware (after the process configured logging): the
+        # module's lazy logger would rebuild itself for every request's line, even one filtered out.
+        self._log = log.bind()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -176,6 +179,8 @@ class CorrelationMiddleware:
                 counter, duration = _request_metrics(scope["method"], path, status)
                 counter.inc()
                 duration.observe(elapsed)
-                log.info("http.request", method=scope["method"], route=path, status=status, ms=round(elapsed * 1000, 2))
+                self._log.info(
+                    "http.request", method=scope["method"], route=path, status=status, ms=round(elapsed * 1000, 2)
+                )
             finally:
                 structlog.contextvars.reset_contextvars(**bound)

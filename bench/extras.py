@@ -95,6 +95,25 @@ async def sqlite_export(folder: Path, events: int) -> dict[str, Any]:
     return out
 
 
+async def kafka_export(bootstrap: str, events: int, folder: Path) -> dict[str, Any]:
+    """The same figures for a Kafka topic: the ``snapfix export`` process (start-up included) against a bare drain."""
+    k = await export_bench.kafka_export_bench(bootstrap, events, folder, partitions=6)
+    return {
+        "events": events,
+        "produce_per_s": k["produce_events_per_s"],
+        "ceiling_per_s": k["drain_events_per_s"],
+        "formats": {
+            label: {
+                "per_s": k[f"export_{label}_events_per_s"],
+                "seconds": k[f"export_{label}_seconds"],
+                "bytes": k[f"export_{label}_mb"] * 1e6,
+                "ratio": k[f"export_{label}_of_ceiling"],
+            }
+            for label in ("jsonl", "parquet")
+        },
+    }
+
+
 def markdown(results: dict[str, Any]) -> str:
     """The sections of RESULTS.md for what this module measured (empty when nothing was)."""
     parts: list[str] = []

@@ -61,6 +61,14 @@ class Profile:
         self.redis_requests = 100_000 if quick else 1_000_000
         self.loop_s = 3.0 if quick else 10.0
         self.freshness_samples = 60 if quick else 400
+        # bench.extras: browse shapes on a seeded city (the issue's 100,000 on SQLite; FerretDB, which sorts
+        # every match itself, at a twentieth of that), the command path, and export of a generated log
+        self.query_issues = 10_000 if quick else 100_000
+        self.query_repeat = 20 if quick else 200
+        self.mongo_query_issues = 1_000 if quick else 5_000  # each query costs ~0.1 s per 1,000 issues there
+        self.mongo_query_repeat = 5 if quick else 10
+        self.command_appends = 300 if quick else 3_000
+        self.export_events = 50_000 if quick else 1_000_000
         # (phase, fraction of the mix capacity, seconds)
         scale = 1 if quick else 5
         self.phases = [
@@ -88,6 +96,11 @@ class Profile:
              + self.kafka_msgs / 20_000 + self.kafka_sequential / 170),
             ("projector catch-up", 3 + self.projector_events * (1 / 5_500 + 1 / 40_000)
              + self.mongo_projector_events * (1 / 1_300 + 1 / 40_000)),
+            ("full rebuild of each view", self.projector_events / 4_500),
+            ("browse shapes on a seeded city", self.query_issues / 500 + self.query_repeat * 22 * 0.004
+             + self.mongo_query_issues / 150 + self.mongo_query_repeat * 22 * self.mongo_query_issues / 5_000),
+            ("command path", 4 * self.command_appends / 500 + 5),
+            ("export (SQLite and Kafka logs)", self.export_events * (4 / 50_000 + 3 / 60_000)),
         ]  # fmt: skip
 
 
@@ -300,6 +313,11 @@ class Run:
         self.say("projector catch-up into SQLite views")
         views = SqliteViewStore(f"sqlite:///{self.work / 'proj-views.db'}")
         emb = await projection.catch_up(log_path, views, total)
+        from bench import extras
+
+        self.say(f"a full rebuild of each view beside the live projector ({total:,} events)")
+        rebuilt = await extras.rebuilds(log_path, views, emb["runner"], self.say)
+        self.results.setdefault("extras", {})["rebuilds"] = {"log_events": total, "views": rebuilt}
         await views.close()
         ceiling = min(c["sqlite_log_read"]["value"], c["sqlite_bulk_upsert"]["value"])
         emb.update(ceiling_eps=ceiling, ratio=emb["events_per_s"] / ceiling, target_ratio=0.5,
@@ -323,6 +341,40 @@ class Run:
                 self.results["projector"]["sqlite_log_mongo_views"] = mongo
             except Exception as e:  # noqa: BLE001 - an adapter still landing must not sink the whole run
                 self.note(f"projector into Mongo views not measured: {type(e).__name__}: {e}")
+
+    async def extras(self) -> None:
+        """Browse shapes at city scale on each store, the command path with consistency on and off, export."""
+        from bench import extras
+        from projectors.sqlite_views import SqliteViewStore
+
+        p, out = self.p, self.results.setdefault("extras", {})
+        queries = out.setdefault("queries", {})
+        self.say(f"browse shapes on a city of {p.query_issues:,} issues in SQLite (seeded through the projector)")
+        store = SqliteViewStore(f"sqlite:///{self.work / 'city.db'}")
+        queries["sqlite"] = await extras.queries(store, p.query_issues, p.query_repeat)
+        await store.close()
+        mongo_up, kafka_up = port_open("127.0.0.1", 27017), port_open("127.0.0.1", 9092)
+        if mongo_up:
+            from projectors.mongo_views import MongoViewStore
+
+            db = f"bench_city_{os.getpid()}"
+            self.say(f"browse shapes on a city of {p.mongo_query_issues:,} issues in Mongo (FerretDB) views")
+            mongo = MongoViewStore(MONGO_URL.rstrip("/") + "/" + db)
+            try:
+                queries["mongodb (FerretDB)"] = await extras.queries(mongo, p.mongo_query_issues, p.mongo_query_repeat)
+            finally:
+                await mongo._client.drop_database(db)  # the bench's own throw-away database
+                await mongo.close()
+        if mongo_up and kafka_up:
+            self.say("command path: the write store (consistency on) against publishing alone (off)")
+            out["command_path"] = await extras.command_paths(p.command_appends)
+        else:
+            self.note("Kafka or FerretDB is not running: the command path's on/off figures are not measured")
+        self.say(f"export of a {p.export_events:,}-event SQLite log")
+        out.setdefault("export", {})["SQLite"] = await extras.sqlite_export(self.work, p.export_events)
+        if kafka_up:
+            self.say(f"export of a {p.export_events:,}-event Kafka topic")
+            out["export"]["Kafka"] = await extras.kafka_export(KAFKA, p.export_events, self.work)
 
     # --- the mix ----------------------------------------------------------------------------------
 
@@ -458,6 +510,7 @@ def main() -> None:
         distributed.run(run, prof)  # the same steps on the three roles over Kafka, FerretDB and Redis
         asyncio.run(run.engines())
         asyncio.run(run.projector())
+        asyncio.run(run.extras())
     finally:
         server.stop()
         run.results["meta"]["commands"] = COMMANDS

@@ -243,6 +243,10 @@ STEP_MARKS = (
     ("distributed mix (capacity, phases)", "distributed: freshness probe"),
     ("engine ceilings", "raw SQLite upsert"),
     ("projector catch-up", "pre-filling a SQLite log"),
+    ("full rebuild of each view", "a full rebuild of each view"),
+    ("browse shapes on a seeded city", "browse shapes on a city"),
+    ("command path", "command path:"),
+    ("export (SQLite and Kafka logs)", "export of a"),
 )
 
 
@@ -410,6 +414,11 @@ def write(results: dict[str, Any], bench: Path) -> None:
             + ".\n"
         )
     L.extend(_both(results))
+    from bench import extras
+
+    if extra := extras.markdown(results.get("extras", {})):
+        a("\n## Queries, rebuilds, the command path and export\n")
+        a(extra + "\n")
     if results.get("analysis"):
         a("## Where targets are missed, and why\n")
         a(results["analysis"])

@@ -148,7 +148,8 @@ def figures_from_results(results: dict[str, Any], p99_ms: float) -> Figures:
     kafka = ceil.get("kafka_produce_pipelined", {}).get("value", 0.0)
     drain = ceil.get("kafka_consume_drain", {}).get("value", 0.0)
     mix = results.get("mix", {})
-    hit = mix.get("cache_hit_ratio")
+    # the model treats browsing as uncached, so the ratio it wants is the detail and profile reads' own
+    hit = (mix.get("cache_hit_ratios") or {}).get("views", mix.get("cache_hit_ratio"))
     return Figures(
         cached_read_rps=rate("cached_read"),
         browse_rps=rate("browse") or rate("cached_read"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -18,9 +19,22 @@ SNAPFIX = str(Path(sys.executable).with_name("snapfix"))
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A free port below the kernel's ephemeral range.
+
+    A port from the ephemeral range (what binding port 0 hands out) may be taken by any
+    outgoing connection (Kafka, Mongo and PostgreSQL clients open many) before the server
+    binds it, or while a killed engine is down and about to be started again on the same
+    port; ports below the range are only ever taken by a listener.
+    """
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    while True:
+        port = random.randrange(max(low - 12_000, 1024), low)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
 
 
 class Role:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,14 +15,9 @@ import pytest
 
 from tests.conftest import FAST_ARGON2
 from tests.helpers import PASSWORD
+from tests.processes import free_port
 
 SNAPFIX = str(Path(sys.executable).with_name("snapfix"))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture

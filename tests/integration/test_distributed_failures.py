@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import random
 import re
 import shutil
 import signal
@@ -43,7 +42,7 @@ from tests.conftest import in_ci
 from tests.contract.backends import require_engine
 from tests.helpers import PASSWORD
 from tests.integration.test_distributed import MONGO, _drop, base_env
-from tests.processes import Role, running
+from tests.processes import Role, free_port, running
 
 pytestmark = pytest.mark.engines
 ROOT = Path(__file__).resolve().parents[2]
@@ -99,25 +98,6 @@ class Engine:
         return self.proc is not None and self.proc.poll() is None
 
 
-def quiet_port() -> int:
-    """A free port below the kernel's ephemeral range.
-
-    ``free_port`` hands out an ephemeral port, which any outgoing connection (Kafka, Mongo and
-    PostgreSQL clients open many) may take before the server binds it, or while a killed engine
-    is down and about to be started again on the same port; ports below the range are only ever
-    taken by a listener.
-    """
-    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    while True:
-        port = random.randrange(max(low - 12_000, 1024), low)
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-
-
 def _redis_ready(port: int) -> bool:
     try:
         return bool(redis.Redis(port=port, socket_timeout=1, socket_connect_timeout=1).ping())
@@ -140,7 +120,7 @@ def _mongo_ready(port: int) -> bool:
 
 def private_redis(tmp: Path) -> Engine:
     """A redis-server with the flags ops/engines.sh uses: no persistence, so a restart starts empty."""
-    port = quiet_port()
+    port = free_port()
     folder = tmp / "redis"
     folder.mkdir(parents=True, exist_ok=True)
     args = ["redis-server", "--save", "", "--appendonly", "no", "--port", str(port)]
@@ -150,7 +130,7 @@ def private_redis(tmp: Path) -> Engine:
 
 def private_ferretdb(tmp: Path) -> Engine:
     """A second FerretDB on the shared PostgreSQL: its databases are schemas there, so a unique name isolates."""
-    port = quiet_port()
+    port = free_port()
     args = [str(FERRETDB), "--listen-addr", f"127.0.0.1:{port}", "--handler", "postgresql"]
     args += ["--postgresql-url", PG_URL]
     return Engine("ferretdb", args, port, tmp / "ferretdb.log", _mongo_ready)
@@ -210,8 +190,8 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
         blob_store=f"file://{tmp_path}/blobs",
         process_managers="false",
     )
-    command = Role("command-api", env, tmp_path / "command.log", quiet_port())
-    query = Role("query-api", env, tmp_path / "query.log", quiet_port())
+    command = Role("command-api", env, tmp_path / "command.log", free_port())
+    query = Role("query-api", env, tmp_path / "query.log", free_port())
     worker = Role("projectors", env, tmp_path / "projectors.log")
     try:
         ferretdb.start()

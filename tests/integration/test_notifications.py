@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections.abc import Iterator
 from email import message_from_bytes, policy
 from pathlib import Path
@@ -18,6 +17,7 @@ from snapfix.app import create_app
 from snapfix.mail import SmtpMailer
 from tests.conftest import embedded_settings
 from tests.helpers import auth, make_user, report, sign_up
+from tests.processes import free_port
 
 
 class Inbox:
@@ -29,12 +29,6 @@ class Inbox:
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: ARG002 - aiosmtpd calls the hook with all three
         self.messages.append(message_from_bytes(envelope.content, policy=policy.default))
         return "250 OK"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture

@@ -7,6 +7,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+# The event type of a log record that could not be decoded into an envelope (a Kafka record of
+# foreign or broken bytes): no code registers it, so a projector dead-letters it and goes on.
+UNDECODABLE = "snapfix.UndecodableRecord"
+
 
 @dataclass(frozen=True, slots=True, order=True)
 class Position:

@@ -42,12 +42,11 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError, for_code
 
 from events.codec import decode_envelope, encode
-from events.envelope import Envelope, Position
+from events.envelope import UNDECODABLE, Envelope, Position
 from events.ports import Checkpoint, EventLog, EventLogError
 
 log = structlog.get_logger(__name__)
 
-UNDECODABLE = "snapfix.UndecodableRecord"
 RAW_PREVIEW_CHARS = 4096
 
 

@@ -32,14 +32,13 @@ import typer
 
 from command_api.domain.user import normalise_email
 from events import types as t
-from events.envelope import Envelope
+from events.envelope import UNDECODABLE, Envelope
 from events.ports import EventLogError
 from ops.progress import progress_bar
 
 if TYPE_CHECKING:  # the distributed drivers load only when the command runs: `snapfix serve` has none
     from events.kafka_log import KafkaEventLog, KafkaTopic
 
-UNDECODABLE = "snapfix.UndecodableRecord"  # events.kafka_log.UNDECODABLE, without importing aiokafka
 Doc = dict[str, Any]
 REGISTERED = t.UserRegistered.event_type()
 READ_BATCH = 2000

@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 import structlog
 
 from events.codec import envelope_to_dict
-from events.envelope import Envelope
+from events.envelope import UNDECODABLE, Envelope
 from events.ports import EventLog
 from events.upcasting import decode
 from projectors.ports import Change, Collection, Doc, Put, ViewStore, ViewStoreError, at_generation, builder_name
@@ -241,6 +241,8 @@ class ProjectionRunner:
         assert env.position is not None
         self.dead_lettered += 1
         self.last_error = f"{type(error).__name__}: {error}"
+        if env.event_type == UNDECODABLE:  # the decoder's own complaint says more than "unknown event type"
+            self.last_error = f"undecodable record: {env.payload.get('error', error)}"
         log.error(
             "projection.dead_letter",
             projector=self.name,

@@ -9,6 +9,7 @@ from typing import Literal
 
 import structlog
 from fastapi import FastAPI
+from starlette.types import Receive, Scope, Send
 
 from command_api.app import install_command_errors
 from command_api.app import router as command_router
@@ -34,6 +35,22 @@ Writes are commands: each answers `{id, version, position}`. Send `position` bac
 a stale edit (409), and `Idempotency-Key` to make a retry safe. Errors are RFC 9457
 `application/problem+json`.
 """
+
+
+class SnapFixAPI(FastAPI):
+    """FastAPI, with cached issue details answered before the framework and its middleware see the request.
+
+    A hit of ``GET /v1/issues/{id}`` is only a cache lookup and two sends; going through
+    FastAPI, Starlette's error middleware and ours first would cost it more than half its
+    time (query_api/fast_detail.py does their part: correlation id, metrics, log line).
+    """
+
+    fast_detail: FastDetail | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.fast_detail is not None and await self.fast_detail.answer(scope, send):
+            return
+        await super().__call__(scope, receive, send)
 
 
 def create_app(settings: Settings, role: Role = "all") -> FastAPI:
@@ -75,7 +92,9 @@ def create_app(settings: Settings, role: Role = "all") -> FastAPI:
             await bootstrap.close(container)
 
     titles = {"all": "SnapFix API", "command": "SnapFix command API", "query": "SnapFix query API"}
-    app = FastAPI(title=titles[role], version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
+    app = SnapFixAPI(title=titles[role], version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
+    if read:
+        app.fast_detail = FastDetail(app.state)
     install_error_handlers(app)
     if write:
         install_command_errors(app)
@@ -84,8 +103,6 @@ def create_app(settings: Settings, role: Role = "all") -> FastAPI:
         install_query_errors(app)
         app.include_router(query_router)
     app.include_router(ops_router)
-    if read:  # innermost: the correlation id, log line and metrics stay the outer middlewares' work
-        app.add_middleware(FastDetail)
     app.add_middleware(LimitsMiddleware, settings=settings)
     app.add_middleware(CorrelationMiddleware)
     return app

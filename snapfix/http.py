@@ -142,21 +142,39 @@ def _request_metrics(method: str, route: str, status: int) -> tuple[Counter, His
     return HTTP_REQUESTS.labels(method, route, str(status)), HTTP_DURATION.labels(method, route)
 
 
+def correlation_id_of(scope: Scope) -> str:
+    """The client's ``X-Correlation-ID`` when it is well-formed, else a new one."""
+    supplied = next((v.decode("latin-1") for k, v in scope["headers"] if k == CORRELATION_HEADER.encode()), "")
+    return supplied if SAFE_CORRELATION.match(supplied) else new_correlation_id()
+
+
+def record_request(logger: Any, method: str, route: str, status: int, started: float, **extra: Any) -> None:
+    """Count, time and log one answered request (the middleware below and the detail fast path share it)."""
+    elapsed = time.perf_counter() - started
+    counter, duration = _request_metrics(method, route, status)
+    counter.inc()
+    duration.observe(elapsed)
+    logger.info("http.request", method=method, route=route, status=status, ms=round(elapsed * 1000, 2), **extra)
+
+
+def request_logger() -> Any:
+    """The request log, bound once by whoever serves (after the process configured logging): the module's
+    lazy logger would rebuild itself for every request's line, even one filtered out."""
+    return log.bind()
+
+
 class CorrelationMiddleware:
     """Gives every request a correlation id (the client's, if well-formed), logs and times it."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
-        # Bound once, when the app builds its middleware (after the process configured logging): the
-        # module's lazy logger would rebuild itself for every request's line, even one filtered out.
-        self._log = log.bind()
+        self._log = request_logger()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        supplied = next((v.decode("latin-1") for k, v in scope["headers"] if k == CORRELATION_HEADER.encode()), "")
-        correlation_id = supplied if SAFE_CORRELATION.match(supplied) else new_correlation_id()
+        correlation_id = correlation_id_of(scope)
         status = 500
         started = time.perf_counter()
 
@@ -173,14 +191,7 @@ class CorrelationMiddleware:
             await self.app(scope, receive, send_with_header)
         finally:
             try:
-                route = scope.get("route")
-                path = getattr(route, "path", "unmatched")
-                elapsed = time.perf_counter() - started
-                counter, duration = _request_metrics(scope["method"], path, status)
-                counter.inc()
-                duration.observe(elapsed)
-                self._log.info(
-                    "http.request", method=scope["method"], route=path, status=status, ms=round(elapsed * 1000, 2)
-                )
+                route = getattr(scope.get("route"), "path", "unmatched")
+                record_request(self._log, scope["method"], route, status, started)
             finally:
                 structlog.contextvars.reset_contextvars(**bound)

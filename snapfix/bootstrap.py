@@ -132,7 +132,7 @@ async def open_cache(settings: Settings) -> Cache:
     if settings.cache.startswith(("redis:", "rediss:")):
         from snapfix.redis_cache import RedisCache
 
-        return RedisCache(settings.cache)
+        return RedisCache(settings.cache, prefix=settings.cache_prefix)
     raise ValueError(f"unsupported SNAPFIX_CACHE {settings.cache!r}; expected memory:// or redis://host:port/db")
 
 

@@ -19,6 +19,9 @@ class Settings(BaseSettings):
     event_log: str = Field("sqlite:///./data/events.db", description="sqlite:///path or kafka://host:port")
     view_store: str = Field("sqlite:///./data/views.db", description="sqlite:///path or mongodb://host/db")
     cache: str = Field("memory://", description="memory:// or redis://host:port/db")
+    cache_prefix: str = Field(
+        "", max_length=64, description="prepended to every Redis key, so deployments can share one Redis database"
+    )
     write_store: str = Field(
         "mongodb://127.0.0.1:27017/snapfix_write",
         description="with a kafka:// event log: the MongoDB database the command side decides against",

@@ -115,3 +115,27 @@ class TestViewCache:
         assert b'"new"' in raw
         assert views.stats.hits == 1
         assert views.stats.misses == 1
+
+
+@pytest.mark.engines
+async def test_the_settings_prefix_reaches_every_redis_key() -> None:
+    """SNAPFIX_CACHE_PREFIX keeps deployments sharing one Redis database apart."""
+    from snapfix.bootstrap import open_cache
+    from snapfix.settings import Settings
+
+    require_engine("redis")
+    prefix = f"test-{uuid.uuid4().hex}:"
+    cache = await open_cache(Settings(cache=REDIS_URL, cache_prefix=prefix))  # type: ignore[call-arg]
+    client = Redis.from_url(REDIS_URL)
+    try:
+        await cache.put_versioned("page:x", 1, b"v", 60)
+        await cache.incr("gen:x")
+        assert sorted([k async for k in client.scan_iter(match=f"{prefix}*")]) == [
+            f"{prefix}gen:x".encode(),
+            f"{prefix}page:x".encode(),
+        ]
+        assert await client.exists("page:x", "gen:x") == 0
+    finally:
+        await cache.close()
+        await client.aclose()
+        await forget_keys(prefix)

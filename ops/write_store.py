@@ -241,15 +241,9 @@ def register(app: typer.Typer, settings_factory: Any) -> None:
         if not settings.event_log.startswith("kafka:"):
             typer.echo("snapfix: the write store exists only with a kafka:// SNAPFIX_EVENT_LOG", err=True)
             raise typer.Exit(2)
-        from events.kafka_log import KafkaTopic
+        from snapfix.bootstrap import kafka_topic
 
-        topic = KafkaTopic.from_url(
-            settings.event_log,
-            name=settings.kafka_topic,
-            partitions=settings.kafka_partitions,
-            replication_factor=settings.kafka_replication_factor,
-            retention_ms=settings.kafka_retention_ms,
-        )
+        topic = kafka_topic(settings)
         try:
             report = asyncio.run(rebuild(topic, settings.write_store, force=force, show=not no_progress))
         except (RebuildError, EventLogError, ValueError) as e:

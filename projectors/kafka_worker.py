@@ -28,7 +28,7 @@ import structlog
 from faust.types import TP
 
 from events.envelope import Envelope
-from events.kafka_log import KafkaTopic, ensure_topic, record_to_envelope
+from events.kafka_log import ensure_topic, record_to_envelope
 from projectors.runner import ProjectionRunner
 from snapfix import bootstrap, metrics
 from snapfix.settings import Settings
@@ -180,17 +180,7 @@ def _projections() -> tuple:
 def run_worker(settings: Settings) -> None:
     """Run one worker until it is stopped (SIGINT/SIGTERM)."""
     # faust does not create an agent's source topic: make sure the log exists, with its own settings.
-    asyncio.run(
-        ensure_topic(
-            KafkaTopic.from_url(
-                settings.event_log,
-                name=settings.kafka_topic,
-                partitions=settings.kafka_partitions,
-                replication_factor=settings.kafka_replication_factor,
-                retention_ms=settings.kafka_retention_ms,
-            )
-        )
-    )
+    asyncio.run(ensure_topic(bootstrap.kafka_topic(settings)))
     app = create_worker_app(settings)
     metrics.serve(settings.metrics_port, settings.host)
     worker = faust.Worker(app, loglevel=settings.log_level.upper(), quiet=True)

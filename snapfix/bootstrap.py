@@ -7,7 +7,7 @@ import signal
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from argon2 import PasswordHasher
 
@@ -21,6 +21,9 @@ from snapfix.blobs import BlobStore, FilesystemBlobStore, blob_store_path
 from snapfix.cache import Cache, CacheStats, MemoryCache, ViewCache
 from snapfix.settings import Settings
 from snapfix.tokens import Tokens
+
+if TYPE_CHECKING:  # the Kafka driver loads only when a kafka:// log is configured
+    from events.kafka_log import KafkaTopic
 
 MAIN_PROJECTOR = "main"
 
@@ -49,6 +52,19 @@ class Container:
     closers: list[Callable[[], object]] = field(default_factory=list)
 
 
+def kafka_topic(settings: Settings) -> KafkaTopic:
+    """The event topic the settings name, with the settings' partitions, replication and retention."""
+    from events.kafka_log import KafkaTopic
+
+    return KafkaTopic.from_url(
+        settings.event_log,
+        name=settings.kafka_topic,
+        partitions=settings.kafka_partitions,
+        replication_factor=settings.kafka_replication_factor,
+        retention_ms=settings.kafka_retention_ms,
+    )
+
+
 async def open_event_log(settings: Settings) -> tuple[EventStore, EventLog]:
     if settings.event_log.startswith("sqlite:"):
         from events.sqlite_log import SqliteEventLog
@@ -57,16 +73,10 @@ async def open_event_log(settings: Settings) -> tuple[EventStore, EventLog]:
         await sqlite_log.open()
         return sqlite_log, sqlite_log
     if settings.event_log.startswith("kafka:"):
-        from events.kafka_log import KafkaEventLog, KafkaPublisher, KafkaTopic
+        from events.kafka_log import KafkaEventLog, KafkaPublisher
         from events.mongo_store import MongoEventStore
 
-        topic = KafkaTopic.from_url(
-            settings.event_log,
-            name=settings.kafka_topic,
-            partitions=settings.kafka_partitions,
-            replication_factor=settings.kafka_replication_factor,
-            retention_ms=settings.kafka_retention_ms,
-        )
+        topic = kafka_topic(settings)
         kafka_log = KafkaEventLog(topic)
         await kafka_log.open()
         publisher = KafkaPublisher(topic, timeout_s=settings.kafka_publish_timeout_ms / 1000)
@@ -95,17 +105,9 @@ def kill_fault(settings: Settings) -> Callable[[str], Awaitable[None]] | None:
 async def open_log_reader(settings: Settings) -> EventLog:
     """The log alone, for a role that only reads it (GET /ops/status on a query API): no write store."""
     if settings.event_log.startswith("kafka:"):
-        from events.kafka_log import KafkaEventLog, KafkaTopic
+        from events.kafka_log import KafkaEventLog
 
-        reader = KafkaEventLog(
-            KafkaTopic.from_url(
-                settings.event_log,
-                name=settings.kafka_topic,
-                partitions=settings.kafka_partitions,
-                replication_factor=settings.kafka_replication_factor,
-                retention_ms=settings.kafka_retention_ms,
-            )
-        )
+        reader = KafkaEventLog(kafka_topic(settings))
         await reader.open()
         return reader
     _, sqlite_log = await open_event_log(settings)
@@ -222,17 +224,9 @@ async def _manager_log(c: Container) -> EventLog:
     assert c.log is not None
     if not c.settings.event_log.startswith("kafka:"):
         return c.log
-    from events.kafka_log import KafkaEventLog, KafkaTopic
+    from events.kafka_log import KafkaEventLog
 
-    own = KafkaEventLog(
-        KafkaTopic.from_url(
-            c.settings.event_log,
-            name=c.settings.kafka_topic,
-            partitions=c.settings.kafka_partitions,
-            replication_factor=c.settings.kafka_replication_factor,
-            retention_ms=c.settings.kafka_retention_ms,
-        )
-    )
+    own = KafkaEventLog(kafka_topic(c.settings))
     await own.open()
     c.closers.append(own.close)
     return own

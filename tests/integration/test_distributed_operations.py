@@ -26,15 +26,14 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from pymongo import AsyncMongoClient
 
-from events.envelope import Envelope
-from events.kafka_log import UNDECODABLE, KafkaEventLog, KafkaPublisher, KafkaTopic, delete_topic, ensure_topic
-from events.mongo_store import MongoEventStore
+from events.kafka_log import UNDECODABLE, KafkaEventLog, KafkaPublisher, KafkaTopic, delete_topic
 from events.upcasting import UPCASTERS
 from projectors.catalog import ALL
 from projectors.mongo_views import MongoViewStore
 from snapfix.bootstrap import MAIN_PROJECTOR
 from tests.contract.backends import require_engine
 from tests.integration.test_distributed import base_env
+from tests.integration.test_kafka_log_tools import _fill
 from tests.integration.test_operations import REPORT, cli, event, lines, ops_route
 from tests.kafka_scratch import KAFKA, MONGO
 from tests.processes import Role
@@ -64,15 +63,7 @@ class Deployment:
 
 
 async def _publish_history(topic: KafkaTopic, write_store: str) -> dict[str, tuple[int, int]]:
-    await ensure_topic(topic)
-    store = MongoEventStore(write_store, KafkaPublisher(topic, timeout_s=10.0))
-    await store.open()
-    recorded: list[Envelope] = []
-    try:
-        for e in HISTORY:
-            recorded += await store.append(e.aggregate_id, e.aggregate_version - 1, [e])
-    finally:
-        await store.close()
+    recorded = await _fill(topic, write_store, HISTORY)
     producer = AIOKafkaProducer(bootstrap_servers=topic.bootstrap, acks="all")
     await producer.start()
     try:

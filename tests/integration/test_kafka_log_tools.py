@@ -53,13 +53,14 @@ class KafkaHistory:
     recorded: list[Envelope]  # HISTORY with the positions Kafka gave it
 
 
-async def _fill(topic: KafkaTopic, write_store: str) -> list[Envelope]:
+async def _fill(topic: KafkaTopic, write_store: str, history: list[Envelope] = HISTORY) -> list[Envelope]:
+    """Append ``history`` through the real write store (so Kafka gives it positions); returns it as recorded."""
     await ensure_topic(topic)
     store = MongoEventStore(write_store, KafkaPublisher(topic, timeout_s=5.0))
     await store.open()
     recorded: list[Envelope] = []
     try:
-        for e in HISTORY:
+        for e in history:
             recorded += await store.append(e.aggregate_id, e.aggregate_version - 1, [e])
     finally:
         await store.close()

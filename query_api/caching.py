@@ -20,7 +20,7 @@ from prometheus_client.core import REGISTRY, CounterMetricFamily
 from prometheus_client.registry import Collector
 
 from projectors.runner import BROWSE_GENERATION_VALUE, GENERATION_TTL_S
-from snapfix.cache import Cache, CacheError, CacheStats
+from snapfix.cache import Cache, CacheError, CacheStats, lookup
 
 
 class PageCache:
@@ -38,14 +38,8 @@ class PageCache:
             self.stats.misses += 1
             return await load()
         full = f"page:issue_summary:{generation}:{key}"
-        try:
-            hit = await self._cache.get(full)
-        except CacheError:
-            hit = None
-        if hit is not None:
-            self.stats.hits += 1
+        if (hit := await lookup(self._cache, full, self.stats)) is not None:
             return hit
-        self.stats.misses += 1
         raw = await load()
         with contextlib.suppress(CacheError):
             await self._cache.put_versioned(full, 0, raw, self._ttl)

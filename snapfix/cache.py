@@ -116,6 +116,19 @@ class CacheStats:
 Loader = Callable[[], Awaitable[dict | None]]
 
 
+async def lookup(cache: Cache, key: str, stats: CacheStats) -> bytes | None:
+    """The bytes cached under ``key``, counted as a hit or a miss; a cache that is down is a miss."""
+    try:
+        hit = await cache.get(key)
+    except CacheError:
+        hit = None
+    if hit is None:
+        stats.misses += 1
+    else:
+        stats.hits += 1
+    return hit
+
+
 class ViewCache:
     """Cache-aside for view documents, keyed by collection and id, guarded by the document version."""
 
@@ -134,14 +147,8 @@ class ViewCache:
     async def get(self, collection: str, doc_id: str, load: Loader) -> bytes | None:
         """The document's JSON bytes, from the cache if there, else from ``load`` (and then cached)."""
         key = self.key(collection, doc_id)
-        try:
-            hit = await self._cache.get(key)
-        except CacheError:
-            hit = None
-        if hit is not None:
-            self.stats.hits += 1
+        if (hit := await lookup(self._cache, key, self.stats)) is not None:
             return hit
-        self.stats.misses += 1
         doc = await load()
         if doc is None:
             return None

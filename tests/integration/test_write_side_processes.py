@@ -376,37 +376,22 @@ def check_race(result: RaceResult, records: list[Envelope]) -> None:
 
 
 class TestRaceOverHttp:
-    pytestmark = pytest.mark.engines
-
-    def test_two_command_apis_on_kafka_give_each_version_to_exactly_one_command(
-        self, kafka_env: dict[str, str], tmp_path: Path
+    @pytest.mark.parametrize("log", [pytest.param("kafka", marks=pytest.mark.engines), "sqlite"])
+    def test_two_command_apis_give_each_version_to_exactly_one_command(
+        self, log: str, request: pytest.FixtureRequest, tmp_path: Path
     ) -> None:
-        """Hundreds of concurrent commands over two processes: versions 1..n, each a 2xx answer's, refusals absent."""
-        first = command_api(kafka_env, tmp_path / "command-1.log").start()
-        second = command_api(kafka_env, tmp_path / "command-2.log")
+        """Hundreds of concurrent commands over two processes sharing one log (a Kafka topic and its write
+        store, or one SQLite file): versions 1..n, each a 2xx answer's, refusals absent."""
+        env: dict[str, str] = request.getfixturevalue(f"{log}_env")
+        first = command_api(env, tmp_path / "command-1.log").start()
+        second = command_api(env, tmp_path / "command-2.log")
         try:
             second.start()
             result = asyncio.run(race([first.url, second.url]))
         finally:
             second.stop()
             first.stop()
-        check_race(result, asyncio.run(read_kafka(kafka_env)))
-
-
-class TestRaceOverHttpEmbedded:
-    def test_two_command_apis_on_one_sqlite_log_give_each_version_to_exactly_one_command(
-        self, sqlite_env: dict[str, str], tmp_path: Path
-    ) -> None:
-        """The same race against two processes sharing one SQLite file: the same invariant holds."""
-        first = command_api(sqlite_env, tmp_path / "command-1.log").start()
-        second = command_api(sqlite_env, tmp_path / "command-2.log")
-        try:
-            second.start()
-            result = asyncio.run(race([first.url, second.url]))
-        finally:
-            second.stop()
-            first.stop()
-        check_race(result, asyncio.run(read_sqlite(sqlite_env)))
+        check_race(result, asyncio.run(read_kafka(env) if log == "kafka" else read_sqlite(env)))
 
 
 # --- SIGKILL at each step of an append ----------------------------------------------------

@@ -43,12 +43,25 @@ T = TypeVar("T")
 NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 SQL_TYPES = {"text": "TEXT", "real": "REAL", "int": "INTEGER"}
 OPS = {"eq": "=", "ne": "!=", "gt": ">", "gte": ">=", "lt": "<", "lte": "<="}
+RANGE_OPS = frozenset({"gt", "gte", "lt", "lte"})
+TERM_OPS = frozenset({"contains", "prefix"})
 # A search term held by at least this many rows is "frequent": walking the sort index and
 # checking each row for the term finds a page sooner than gathering every holder and sorting.
 FREQUENT_TERM_ROWS = 2000
 # How long such a walk may run before the query gathers instead: words that are each common
 # but seldom meet would otherwise walk the whole index.
 WALK_BUDGET_S = 0.005
+# A prefix held by at most this many distinct terms is checked as those terms: a row's check is
+# then that many primary-key probes, each among one term's postings (pages a walk soon has
+# cached), instead of a range probe by id that lands on a random page of the id index.
+PREFIX_TERMS = 8
+# A walk over an index range that equalities fix (one geo cell, one status) and that holds at
+# most this many rows runs to its end without the budget: it reads the range's index entries,
+# a probe per term each, and only the rows whose terms match, a bounded cost that gathering
+# (every holder's posting, then its row) seldom beats and that an interrupt would waste.
+RANGE_WALK_ROWS = 10_000
+# The most values of a list (``in``) walked one by one and merged (a box's cells number at most 32).
+MAX_WALKS = 32
 
 
 BOOKKEEPING = (
@@ -164,23 +177,27 @@ class SqliteViewStore(ViewStore):
         clauses: list[str] = []
         params: list[Any] = []
         walked = False
-        if terms := [cond for cond in where if cond.op in ("contains", "prefix")]:
+        if terms := [cond for cond in where if cond.op in TERM_OPS]:
             clauses, params, walked = self._terms(conn, col, table, terms, walk=walk)
+        for _, clause, values in self._fields(col, where):
+            clauses.append(clause)
+            params += values
+        return clauses, params, walked
+
+    def _fields(self, col: Collection, where: tuple[Cond, ...]) -> list[tuple[Cond, str, list[Any]]]:
+        """(condition, SQL, parameters) for each condition on a column (search terms are ``_terms``'s)."""
+        out: list[tuple[Cond, str, list[Any]]] = []
         for cond in where:
-            if cond.op in ("contains", "prefix"):
+            if cond.op in TERM_OPS:
                 continue
             column = self._column(col, cond.field)
-            if cond.op == "in":
-                values = list(cond.value)
-                if not values:
-                    clauses.append("0")
-                    continue
-                clauses.append(f"{column} IN ({','.join('?' * len(values))})")
-                params += values
+            if cond.op != "in":
+                out.append((cond, f"{column} {OPS[cond.op]} ?", [cond.value]))
+            elif values := list(cond.value):
+                out.append((cond, f"{column} IN ({','.join('?' * len(values))})", values))
             else:
-                clauses.append(f"{column} {OPS[cond.op]} ?")
-                params.append(cond.value)
-        return clauses, params, walked
+                out.append((cond, "0", []))
+        return out
 
     def _terms(
         self, conn: sqlite3.Connection, col: Collection, table: str, terms: list[Cond], *, walk: bool
@@ -214,8 +231,12 @@ class SqliteViewStore(ViewStore):
         if gathered:
             clauses.append(f"id IN ({' INTERSECT '.join(sql for sql, _ in gathered)})")
             params += [v for _, values in gathered for v in values]
-        for (sql, values), checked in zip(matches, frequent, strict=True):
+        for cond, (sql, values), checked in zip(terms, matches, frequent, strict=True):
             if checked:
+                side = f"{table}__{_ident(cond.field)}"
+                held = _prefix_terms(conn, side, cond.value) if cond.op == "prefix" else [cond.value]
+                if held is not None:  # one (value, id) key per term: a probe among that term's postings
+                    sql, values = f"SELECT id FROM {side} WHERE value IN ({','.join('?' * len(held))})", held
                 clauses.append(f"EXISTS ({sql} AND id = {table}.id)")
                 params += values
         return clauses, params, walk and not gathered
@@ -229,21 +250,59 @@ class SqliteViewStore(ViewStore):
         col, generation = self._target(query.collection)
         order = ", ".join(f"{self._column(col, f)} {'DESC' if desc else 'ASC'}" for f, desc in query.order_by)
         keyset: tuple[str, list[Any]] | None = self._keyset(col, query) if query.after is not None else None
+        terms = [cond for cond in query.where if cond.op in TERM_OPS]
+        head, index = (_walk_index(col, query) if terms else None) or (frozenset(), None)
+        covered = index or frozenset()
+        rest = [cond for cond in query.where if cond.op not in TERM_OPS]
+        residual = index is not None and any(cond.field not in covered for cond in rest)
+        # A list on a fixed column of the index (geo cells) is walked one value at a time, each
+        # walk stopping at a page, and the walks merged: the index keeps each value's rows in order.
+        listed = next((c for c in rest if c.op == "in" and c.field in head), None)
+        # Ranges the index cannot answer (a box's lat/lon) may reject most of its rows, so a walk
+        # may run to the end of its range: worth counting first. ``hidden = 0`` rejects few.
+        ranged = index is not None and any(c.op in RANGE_OPS and c.field not in covered for c in rest)
 
         def select(conn: sqlite3.Connection, table: str, walk: bool) -> tuple[str, list[Any], bool]:
-            clauses, params, walked = self._where(conn, col, table, query.where, walk=walk)
+            """The statement, its parameters, and whether it walks on a time budget."""
+            ahead, params, walked = self._terms(conn, col, table, terms, walk=walk) if terms else ([], [], False)
+            index_first = walked and residual
+            behind: list[str] = []  # conditions the walked index cannot answer: checked on its matches only
+            later: list[Any] = []
+            fixed: list[tuple[str, list[Any]]] = []  # the equalities that bound the walk
+            for cond, clause, values in self._fields(col, query.where):
+                if index_first and cond is listed:
+                    continue
+                if index_first and cond.field not in covered:
+                    behind.append(clause)
+                    later += values
+                else:
+                    ahead.append(clause)
+                    params += values
+                if cond.field in head:
+                    fixed.append((clause, values))
             if keyset is not None:
-                clauses.append(keyset[0])
+                ahead.append(keyset[0])
                 params += keyset[1]
+            if index_first and listed is not None:
+                column = self._column(col, listed.field)
+                values = list(dict.fromkeys(listed.value))
+                each = [[*fixed, (f"{column} = ?", [v])] for v in values]
+                bounded = ranged and all(_rows_at_most(conn, table, f, RANGE_WALK_ROWS) for f in each)
+                walks = [p for v in values for p in (*params, v, *later, query.limit)]
+                sql = _merged_walks(table, query, [*ahead, f"{column} = ?"], behind, len(values))
+                return sql, [*walks, query.limit], not bounded
+            if index_first:
+                budget = not (ranged and fixed and _rows_at_most(conn, table, fixed, RANGE_WALK_ROWS))
+                return _index_first(table, query, ahead, behind), [*params, *later, query.limit], budget
             sql = f"SELECT doc FROM {table}"
-            if clauses:
-                sql += " WHERE " + " AND ".join(clauses)
+            if ahead:
+                sql += " WHERE " + " AND ".join(ahead)
             return f"{sql} ORDER BY {order} LIMIT ?", [*params, query.limit], walked
 
         def run(conn: sqlite3.Connection) -> list[Any]:
             table = self._table(conn, col, generation)
-            sql, params, walked = select(conn, table, walk=True)
-            if not walked:
+            sql, params, budget = select(conn, table, walk=True)
+            if not budget:
                 return conn.execute(sql, params).fetchall()
             try:  # common words: the walk finds a page fast unless they seldom meet (then gather)
                 with _time_budget(conn, WALK_BUDGET_S):
@@ -254,7 +313,16 @@ class SqliteViewStore(ViewStore):
             sql, params, _ = select(conn, table, walk=False)
             return conn.execute(sql, params).fetchall()
 
-        rows = await self._read(run)
+        def snapshot(conn: sqlite3.Connection) -> list[Any]:
+            """One read transaction: the terms a prefix was expanded to are the ones the walk sees."""
+            conn.execute("BEGIN")
+            try:
+                return run(conn)
+            finally:
+                if conn.in_transaction:
+                    conn.execute("COMMIT")
+
+        rows = await self._read(snapshot if terms else run)
         return [orjson.loads(r[0]) for r in rows]
 
     def _keyset(self, col: Collection, query: Query) -> tuple[str, list[Any]]:
@@ -437,6 +505,77 @@ class SqliteViewStore(ViewStore):
 def _holders(conn: sqlite3.Connection, postings: str, values: list[Any], enough: int) -> int:
     """How many rows hold a term, counted up to ``enough`` and no further."""
     return int(conn.execute(f"SELECT COUNT(*) FROM ({postings} LIMIT {int(enough)})", values).fetchone()[0])
+
+
+def _walk_index(col: Collection, query: Query) -> tuple[frozenset[str], frozenset[str]] | None:
+    """A declared index that lists the query's rows in its order once its equalities are fixed.
+
+    Its fixed columns and all its columns; the one with the most fixed columns (the fewest
+    rows to walk), or None when no index serves the order.
+    """
+    fixed = {cond.field for cond in query.where if cond.op == "eq"}
+    listed = {c.field for c in query.where if c.op == "in" and 1 < len(c.value) <= MAX_WALKS} - fixed
+    order = [field for field, _ in query.order_by]
+    wanted = [desc for _, desc in query.order_by]
+    best: tuple[frozenset[str], frozenset[str]] | None = None
+    for index in col.indexes:
+        if len(index) < len(order):
+            continue
+        head, tail = index[: len(index) - len(order)], index[len(index) - len(order) :]
+        descending = [f.startswith("-") for f in tail]
+        if [f.lstrip("-") for f in tail] != order or descending not in (wanted, [not d for d in wanted]):
+            continue
+        columns = {f.lstrip("-") for f in head}
+        if columns <= fixed | listed and len(columns & listed) <= 1 and (best is None or len(head) > len(best[0])):
+            best = frozenset(f.lstrip("-") for f in head), frozenset({*(f.lstrip("-") for f in index), "id"})
+    return best
+
+
+def _rows_at_most(conn: sqlite3.Connection, table: str, fixed: list[tuple[str, list[Any]]], most: int) -> bool:
+    """Whether the index range the equalities select holds at most ``most`` rows (counted no further)."""
+    where = " AND ".join(clause for clause, _ in fixed)
+    sql = f"SELECT COUNT(*) FROM (SELECT 1 FROM {table} WHERE {where} LIMIT {int(most) + 1})"
+    return int(conn.execute(sql, [v for _, values in fixed for v in values]).fetchone()[0]) <= most
+
+
+def _index_first(table: str, query: Query, ahead: list[str], behind: list[str], *, keys: bool = False) -> str:
+    """A walk that checks search terms on the index alone and reads a row only when its terms match.
+
+    Walking ``ahead`` (the index's conditions, the EXISTS of each term, the keyset) reads
+    the index and the postings, never the table; only the matches are looked up by rowid for
+    ``behind`` (a box's lat/lon, ``hidden``). SQLite flattens the subquery into a join of the
+    table with itself; the query's order names the subquery's columns so the walk keeps it.
+    """
+    names = ", ".join(f"{_ident(field)} AS _k{i}" for i, (field, _) in enumerate(query.order_by))
+    order = ", ".join(f"k._k{i} {'DESC' if desc else 'ASC'}" for i, (_, desc) in enumerate(query.order_by))
+    walk = f"SELECT rowid AS _hit, {names} FROM {table} WHERE {' AND '.join(ahead)}"
+    shown = "".join(f", k._k{i} AS _k{i}" for i in range(len(query.order_by))) if keys else ""
+    return (
+        f"SELECT doc{shown} FROM {table} JOIN ({walk}) AS k ON {table}.rowid = k._hit "
+        f"WHERE {' AND '.join(behind)} ORDER BY {order} LIMIT ?"
+    )
+
+
+def _merged_walks(table: str, query: Query, ahead: list[str], behind: list[str], walks: int) -> str:
+    """``walks`` index-first walks (one per listed value, each to a page), merged in the query's order."""
+    walk = _index_first(table, query, ahead, behind, keys=True)
+    keys = ", ".join(f"_k{i}" for i in range(len(query.order_by)))
+    order = ", ".join(f"_k{i} {'DESC' if desc else 'ASC'}" for i, (_, desc) in enumerate(query.order_by))
+    return " UNION ALL ".join([f"SELECT doc, {keys} FROM ({walk})"] * walks) + f" ORDER BY {order} LIMIT ?"
+
+
+def _prefix_terms(conn: sqlite3.Connection, side: str, prefix: str) -> list[str] | None:
+    """The distinct terms starting with ``prefix``, one index seek each; None past PREFIX_TERMS of them."""
+    found: list[str] = []
+    after, op = prefix, ">="
+    while len(found) <= PREFIX_TERMS:
+        sql = f"SELECT value FROM {side} WHERE value {op} ? AND value < ? ORDER BY value LIMIT 1"
+        row = conn.execute(sql, (after, prefix + "\U0010ffff")).fetchone()
+        if row is None:
+            return found
+        found.append(row[0])
+        after, op = row[0], ">"
+    return None
 
 
 @contextlib.contextmanager

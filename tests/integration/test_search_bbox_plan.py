@@ -21,15 +21,11 @@ from pathlib import Path
 
 import pytest
 
-from events.sqlite_log import SqliteEventLog
-from ops.seed import Plan, write
 from projectors import geo, search, sqlite_views
-from projectors.catalog import ALL
 from projectors.ports import Doc, Query
-from projectors.runner import ProjectionRunner
 from projectors.sqlite_views import SqliteViewStore
 from query_api.browse import ORDER, SUMMARY, Browse
-from tests.contract.backends import sqlite_url
+from tests.integration.test_search_strategies import walk_and_gather
 
 WORDS = ["pothole", "st", "deep pot", "garbage", "no-such-word-anywhere"]
 SORTS = ["newest", "oldest", "upvotes"]
@@ -39,20 +35,8 @@ Stores = tuple[SqliteViewStore, SqliteViewStore]
 
 @pytest.fixture
 async def stores(tmp_path: Path) -> AsyncIterator[Stores]:
-    """The same seeded city in two stores: every term frequent (the walk), and none (the gather)."""
-    log = SqliteEventLog(sqlite_url(tmp_path, "events"))
-    await log.open()
-    await write(log, Plan(issues=400, users=40), "hash")
-    walk = SqliteViewStore(sqlite_url(tmp_path, "walk"), frequent_term_rows=1)
-    gather = SqliteViewStore(sqlite_url(tmp_path, "gather"), frequent_term_rows=10**9)
-    for store in (walk, gather):
-        runner = ProjectionRunner("main", ALL, log, store, batch_size=2000)
-        await runner.setup()
-        await runner.catch_up()
-    yield walk, gather
-    for store in (walk, gather):
-        await store.close()
-    await log.close()
+    async with walk_and_gather(tmp_path, 400) as both:
+        yield both
 
 
 def corner_boxes(docs: list[Doc]) -> list[geo.Box]:

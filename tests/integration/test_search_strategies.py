@@ -10,6 +10,7 @@ every page, including the cursors.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
@@ -35,12 +36,12 @@ QUERIES = [
 ]
 
 
-@pytest.fixture
-async def stores(tmp_path: Path) -> AsyncIterator[tuple[SqliteViewStore, SqliteViewStore]]:
-    """The same seeded city in two stores: every term frequent, and no term frequent."""
+@asynccontextmanager
+async def walk_and_gather(tmp_path: Path, issues: int) -> AsyncIterator[tuple[SqliteViewStore, SqliteViewStore]]:
+    """The same seeded city in two stores: every term frequent (the walk), and none (the gather)."""
     log = SqliteEventLog(sqlite_url(tmp_path, "events"))
     await log.open()
-    await write(log, Plan(issues=300, users=40), "hash")
+    await write(log, Plan(issues=issues, users=40), "hash")
     walk = SqliteViewStore(sqlite_url(tmp_path, "walk"), frequent_term_rows=1)
     gather = SqliteViewStore(sqlite_url(tmp_path, "gather"), frequent_term_rows=10**9)
     for store in (walk, gather):
@@ -51,6 +52,12 @@ async def stores(tmp_path: Path) -> AsyncIterator[tuple[SqliteViewStore, SqliteV
     for store in (walk, gather):
         await store.close()
     await log.close()
+
+
+@pytest.fixture
+async def stores(tmp_path: Path) -> AsyncIterator[tuple[SqliteViewStore, SqliteViewStore]]:
+    async with walk_and_gather(tmp_path, 300) as both:
+        yield both
 
 
 async def all_pages(store: SqliteViewStore, params: dict[str, str]) -> list[tuple[list[str], str | None]]:

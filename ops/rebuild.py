@@ -1,7 +1,8 @@
 """Zero-downtime rebuild of one view: build a shadow generation, swap the alias, drop the old one later.
 
 The live projector keeps writing the live generation while the rebuild folds the whole
-log into a new one. Once the rebuild is at least as far as the live projector, the store
+log into a new one. Once the rebuild is at least as far as the live projector (checked after
+every batch, so steady writes that never let it read an empty batch cannot hold it off), the store
 swaps the alias atomically (re-applied events change nothing: the folds are idempotent,
 so a builder ahead of the leader is as good as level). Readers then follow the alias; the
 retired generation stays for a grace period for readers that resolved it just before.
@@ -20,7 +21,7 @@ from datetime import UTC, datetime
 import structlog
 
 from events.ports import EventLog
-from projectors.ports import Generations, ViewStore
+from projectors.ports import Generations, ViewStore, ahead
 from projectors.projection import Projection
 from projectors.runner import ProjectionRunner
 
@@ -79,17 +80,22 @@ async def rebuild(
     if on_total is not None:
         on_total(backlog(await event_log.head(), runner.checkpoint))
     log.info("rebuild.started", view=name, generation=generation, resumed=resumed, checkpoint=runner.checkpoint)
-    events = 0
-    for _attempt in range(swap_attempts):
-        while n := await runner.run_once():
-            events += n
-            if progress is not None:
-                progress(n)
+    events, failed = 0, 0
+    while True:
+        n = await runner.run_once()
+        events += n
+        if progress is not None and n:
+            progress(n)
+        # Swap once level with the leader, not only at the log's head: under steady writes a
+        # builder whose batches take longer than the gap between writes never reads an empty batch.
+        if n and ahead(await store.checkpoint(leader), runner.checkpoint):
+            continue
         if await store.swap(generations, runner.name, leader):
             break
+        failed += 1
+        if failed >= swap_attempts:
+            raise RebuildStalled(f"{name} generation {generation} could not get level with {leader}")
         await asyncio.sleep(0.01)  # the leader moved past us: catch up again
-    else:
-        raise RebuildStalled(f"{name} generation {generation} could not get level with {leader}")
     after = await store.generations(name)
     log.info("rebuild.swapped", view=name, live=generation, retired=after.retired, events=events)
     dropped = False

@@ -7,12 +7,15 @@ live projector could not keep up with the writes, so the test stayed SQLite-only
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
+from fastapi import FastAPI
 
+from events.envelope import Envelope, Position
 from events.sqlite_log import SqliteEventLog
 from ops.rebuild import rebuild
 from projectors.catalog import BY_NAME
@@ -130,3 +133,50 @@ class TestRebuild:
         )
         await views.close()
         await log.close()
+
+
+class NeverIdle:
+    """The log as a builder sees it under steady writes: whenever it has caught up, one more event lands."""
+
+    def __init__(self, log: SqliteEventLog, write_one: Callable[[], Awaitable[None]], most: int) -> None:
+        self._log = log
+        self._write_one = write_one
+        self.left = most
+
+    async def read(self, after: dict[int, int], limit: int) -> list[Envelope]:
+        batch = await self._log.read(after, limit)
+        if not batch and self.left:
+            self.left -= 1
+            await self._write_one()
+            batch = await self._log.read(after, limit)
+        return batch
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._log, name)
+
+
+class TestSteadyWrites:
+    async def test_a_rebuild_that_never_reads_an_empty_batch_swaps_once_level_with_the_leader(
+        self, app: FastAPI, client: httpx.AsyncClient, settings: Settings
+    ) -> None:
+        """Level with the live projector is enough: waiting for an empty read could wait for ever."""
+        ada = await sign_up(client)
+        for i in range(3):
+            await report(client, ada, title=f"Issue number {i}")
+        log, views = await operator(settings)
+
+        async def write_one() -> None:  # a citizen reports, and the live projector applies it at once
+            position = (await report(client, ada, title="One more"))["position"]
+            assert await app.state.container.runner.wait_until(*_position(position), 10)
+
+        busy = NeverIdle(log, write_one, most=40)
+        result = await rebuild(BY_NAME["issue_summary"], busy, views, leader=MAIN_PROJECTOR, grace_s=0)  # type: ignore[arg-type]
+        assert result.generation == 1
+        assert busy.left >= 38, f"the rebuild waited for {40 - busy.left} writes before it swapped"
+        await views.close()
+        await log.close()
+
+
+def _position(token: str) -> tuple[int, int]:
+    position = Position.from_token(token)
+    return position.partition, position.offset

@@ -6,9 +6,9 @@ from typing import Any
 
 from events import types as e
 from events.envelope import Envelope
-from projectors import geo, search
+from projectors import feeds, geo, search
 from projectors.ports import Collection, Doc
-from projectors.projection import Projection, already_applied, by_aggregate, iso
+from projectors.projection import Projection, Rollup, already_applied, by_aggregate, iso
 
 SUMMARY_FIELDS = (
     "id",
@@ -29,6 +29,8 @@ SUMMARY_FIELDS = (
     "version",
 )
 
+# The summary's fields that exist for indexes only: browse answers never show them.
+INDEX_ONLY_FIELDS = frozenset({"lat", "lon", "terms", *(geo.field(p) for p in geo.PRECISIONS)})
 FILTERS = ("status", "category", "department", "reporter_id")
 SORTS = (("-created_at", "-id"), ("-updated_at", "-id"), ("-upvotes", "-id"))
 # Every documented browse shape has an index (tests/integration/test_query_plans.py checks it):
@@ -202,5 +204,15 @@ def fold_summary(doc: Doc | None, env: Envelope, event: e.DomainEvent) -> Doc | 
     return summary
 
 
-issue_summary = Projection(summary_collection, by_aggregate("issue"), fold_summary)
+def roll_feed(feed: Doc | None, key: str, _old: Doc | None, new: Doc | None, env: Envelope) -> Doc | None:
+    """A browse feed after an issue's summary changed (projectors/feeds.py); the old summary may be stale."""
+    return feeds.fold_feed(feed, key, new, env.aggregate_id, INDEX_ONLY_FIELDS, env=env)
+
+
+issue_summary = Projection(
+    summary_collection,
+    by_aggregate("issue"),
+    fold_summary,
+    rollups=(Rollup(feeds.feed_collection, feeds.feed_keys, roll_feed, origin=feeds.ORIGIN),),
+)
 issue_detail = Projection(detail_collection, by_aggregate("issue"), fold_detail)

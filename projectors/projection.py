@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -29,6 +29,10 @@ class Rollup:
     collection: Collection
     keys: RollKeys
     fold: RollFold
+    # The id of a record the runner writes with its first commit when it starts from the log's
+    # start: readers trust the roll-up only once it is there. A roll-up added to a projection
+    # that had already run has seen only part of the log until its view is rebuilt.
+    origin: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +52,21 @@ class Projection:
     def collections(self) -> tuple[Collection, ...]:
         """Its own collection and its roll-ups' (what a store must set up for it)."""
         return (self.collection, *(r.collection for r in self.rollups))
+
+
+def marked(marks: Mapping[str, int], env: Envelope) -> tuple[dict[str, int], int]:
+    """A roll-up's per-partition marks after ``env``, and the version they make.
+
+    The version (the sum of the last offset folded per partition) only grows as the
+    roll-up folds more of the log, so a store that copies documents between generations
+    without transactions (projectors/mongo_views.py, ``_not_older``) never replaces a
+    roll-up with one that has folded less; the issue's own views are guarded by their
+    aggregate version and would not roll the lost events again.
+    """
+    assert env.position is not None
+    partition = str(env.position.partition)
+    new = {**marks, partition: max(env.position.offset, marks.get(partition, -1))}
+    return new, sum(new.values())
 
 
 def iso(moment: datetime) -> str:

@@ -21,12 +21,14 @@ import traceback
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
+import orjson
 import structlog
 
 from events.codec import envelope_to_dict
 from events.envelope import UNDECODABLE, Envelope
 from events.ports import EventLog
 from events.upcasting import decode
+from projectors.feeds import ORIGIN, feed_collection
 from projectors.ports import Change, Collection, Doc, Put, ViewStore, ViewStoreError, at_generation, builder_name
 from projectors.projection import Projection, iso
 from snapfix import metrics
@@ -40,6 +42,7 @@ DEAD_LETTERS = Collection(
     indexes=(("projector", "status", "position"),),
 )
 CACHED_COLLECTIONS = frozenset({"issue_detail", "user_profile"})
+FEEDS = feed_collection.name  # browse feeds, written through under per-feed stamps (snapfix/stamped.py)
 # The views the cached public detail of an issue is built from (snapfix/detail_cache.py).
 PUBLIC_DETAIL_SOURCES = frozenset({"issue_detail", "issue_duplicates"})
 BROWSE_GENERATION = "gen:issue_summary"
@@ -93,6 +96,7 @@ class ProjectionRunner:
         self._batch_size = batch_size
         self._idle_poll_s = idle_poll_s
         self.checkpoint: dict[int, int] = {}
+        self._from_start = False  # set by setup: no checkpoint yet, so the next commit starts from the log's start
         self.applied = 0
         self.dead_lettered = 0
         self.last_error: str | None = None
@@ -126,6 +130,7 @@ class ProjectionRunner:
         collections = [Collection(self._target[c.name], c.fields, c.arrays, c.indexes) for c in declared]
         await self._store.setup([*collections, DEAD_LETTERS])
         self.checkpoint = await self._store.checkpoint(self.name)
+        self._from_start = not self.checkpoint
 
     async def run_once(self) -> int:
         """Apply the next batch from the log; returns how many events it covered."""
@@ -152,6 +157,7 @@ class ProjectionRunner:
         started, dead_before = time.perf_counter(), self.dead_lettered
         changes, moved = await self._fold_batch(batch)
         await self._store.commit(self.name, changes, moved)
+        self._from_start = False
         await self._after_commit(changes)
         self.checkpoint = {**self.checkpoint, **moved}
         self.applied += len(batch)
@@ -200,7 +206,18 @@ class ProjectionRunner:
         # Roll-ups first: a store without transactions that stops midway then never counts twice (see Rollup).
         ordered = sorted(touched.items(), key=lambda item: item[0][0] not in self._rolled)
         changes: list[Change] = [Put(self._target[col], doc) for (col, _), doc in ordered if doc is not None]
-        return changes + dead, checkpoint
+        return self._origins() + changes + dead, checkpoint
+
+    def _origins(self) -> list[Change]:
+        """The roll-ups' origin records, with the first commit of a runner that starts from the log's start."""
+        if not self._from_start:
+            return []
+        return [
+            Put(self._target[r.collection.name], {"id": r.origin, "from_start": True})
+            for p in self._projections
+            for r in p.rollups
+            if r.origin is not None
+        ]
 
     async def _roll(
         self,
@@ -214,9 +231,12 @@ class ProjectionRunner:
         out: list[tuple[tuple[str, str], Doc | None]] = []
         for rollup in projection.rollups:
             name = rollup.collection.name
-            for key in rollup.keys(old, new):
-                if (name, key) not in working:
-                    working[(name, key)] = await self._store.get(self._target[name], key)
+            keys = list(rollup.keys(old, new))
+            missing = [key for key in keys if (name, key) not in working]
+            if missing:  # one round trip for all of them: a summary change moves a dozen feeds
+                found = await self._store.get_many(self._target[name], missing)
+                working.update({(name, key): found.get(key) for key in missing})
+            for key in keys:
                 current = working[(name, key)]
                 rolled = rollup.fold(current, key, old, new, env)
                 if rolled is not current:
@@ -279,6 +299,9 @@ class ProjectionRunner:
             try:
                 for issue_id in sorted(issues):
                     await self._view_cache.details.changed(issue_id)
+                for change in changes:
+                    if isinstance(change, Put) and change.collection == FEEDS and change.doc["id"] != ORIGIN:
+                        await self._view_cache.feeds.changed(change.doc["id"], orjson.dumps(change.doc))
             except CacheError as error:  # the cache is down: it serves nothing, stale or not
                 log.warning("projection.cache_unavailable", projector=self.name, reason=str(error))
         if self._cache is not None and any(isinstance(c, Put) and c.collection == "issue_summary" for c in changes):

@@ -32,7 +32,7 @@ from events import types as e
 from events.envelope import Envelope
 from projectors.geo import Box, cover, cover_count, encode
 from projectors.ports import Collection, Doc
-from projectors.projection import Projection, Rollup, already_applied, by_aggregate, iso
+from projectors.projection import Projection, Rollup, already_applied, by_aggregate, iso, marked
 
 GAMMA = 1.02
 OPEN = frozenset({"reported", "acknowledged", "in_progress", "reopened"})
@@ -148,7 +148,8 @@ def roll(totals: Doc | None, key: str, old: Doc | None, new: Doc | None, env: En
     if totals is not None and totals["marks"].get(partition, -1) >= offset:
         return totals
     doc: Doc = {"id": key, "marks": {}, **{t: {} for t in TABLES}} if totals is None else totals
-    new_doc: Doc = {"id": key, "marks": {**doc["marks"], partition: offset}}
+    marks, version = marked(doc["marks"], env)
+    new_doc: Doc = {"id": key, "marks": marks, "version": version}
     new_doc.update({t: {k: (dict(v) if isinstance(v, dict) else v) for k, v in doc[t].items()} for t in TABLES})
     if old is not None and key in totals_keys(old, None):
         _apply(new_doc, old, -1)

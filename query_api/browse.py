@@ -21,7 +21,8 @@ from typing import Any, Literal
 
 import orjson
 
-from projectors import geo, search
+from projectors import feeds, geo, search
+from projectors.issue_views import INDEX_ONLY_FIELDS
 from projectors.ports import Cond, Doc, Query, ViewStore
 
 Sort = Literal["newest", "oldest", "upvotes", "updated", "nearest"]
@@ -36,7 +37,7 @@ SUMMARY = "issue_summary"
 MAX_RADIUS_M = 50_000.0
 FIRST_RING_M = 250.0
 RING_ROWS = 5000  # the most candidates one ring of a nearest search reads
-HIDDEN_FIELDS = frozenset({"lat", "lon", "terms", *(geo.field(p) for p in geo.PRECISIONS)})
+HIDDEN_FIELDS = INDEX_ONLY_FIELDS
 
 
 class BadParameter(ValueError):
@@ -180,6 +181,27 @@ class Browse:
         # One row more than asked tells whether there is a next page.
         return Query(SUMMARY, where, ORDER[self.sort], after, self.limit + 1)
 
+    def feed(self) -> str | None:
+        """The browse feed that may hold this page (projectors/feeds.py): a popular list, nothing narrower."""
+        if any(v is not None for v in (self.reporter, self.created_after, self.created_before, self.bbox, self.near)):
+            return None
+        if self.q is not None:
+            return None
+        values = (self.status, self.category, self.department)
+        chosen = [(f, v) for f, v in zip(feeds.FEED_FILTERS, values, strict=True) if v is not None]
+        if not chosen:
+            return feeds.feed_id(self.sort) if (self.sort, None) in feeds.FEEDS else None
+        (field, value), *others = chosen
+        if others or "," in value or (self.sort, field) not in feeds.FEEDS:
+            return None
+        return feeds.feed_id(self.sort, field, value)
+
+    def from_feed(self, feed: Doc | None) -> tuple[list[Doc], str | None] | None:
+        """The page from a feed, exactly as ``fetch`` would give it; None when the feed does not hold it whole."""
+        after = decode_cursor(self.cursor, self.sort, self.fingerprint()) if self.cursor else None
+        rows = feeds.page(feed, self.sort, after, self.limit + 1)
+        return None if rows is None else self._paged(rows)
+
     def keep(self, doc: Doc) -> bool:
         """The exact filters that no index answers: the circle and, with it, the box."""
         if self.near is not None and self.near.distance(doc) > self.near.radius_m:
@@ -193,6 +215,10 @@ class Browse:
         else:
             query = self.query()
             rows = [] if query is None else await _merged(views, query, self.keep if self.near else None)
+        return self._paged(rows)
+
+    def _paged(self, rows: list[Doc]) -> tuple[list[Doc], str | None]:
+        """The public page of ``rows`` (one more than the page when a next page exists) and its next cursor."""
         items = rows[: self.limit]
         more = len(rows) > self.limit
         next_cursor = encode_cursor(items[-1], self.sort, self.fingerprint()) if more and items else None

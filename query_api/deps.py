@@ -34,7 +34,7 @@ async def page_cache(c: ContainerDep, request: Request) -> PageCache:
     pages: PageCache | None = getattr(request.app.state, "page_cache", None)
     if pages is None:
         assert c.cache is not None
-        pages = PageCache(c.cache, PAGE_TTL_S, CacheStats())
+        pages = PageCache(c.cache, PAGE_TTL_S, CacheStats(), feed_ttl_s=c.settings.cache_ttl_s)
         METRICS.track(pages.stats, "browse")
         request.app.state.page_cache = pages
     return pages

@@ -134,11 +134,13 @@ class ViewCache:
 
     def __init__(self, cache: Cache, ttl_s: int, stats: CacheStats | None = None) -> None:
         from snapfix.detail_cache import DetailResponses  # it imports this module
+        from snapfix.stamped import Stamped
 
         self._cache = cache
         self._ttl = ttl_s
         self.stats = stats or CacheStats()
         self.details = DetailResponses(cache, ttl_s, self.stats)  # public issue details, counted as view reads
+        self.feeds = Stamped(cache, "issue_feed", ttl_s, self.stats)  # browse feeds, written through by the projector
 
     @staticmethod
     def key(collection: str, doc_id: str) -> str:

@@ -14,6 +14,9 @@ from command_api.domain import user as u
 from command_api.domain.actor import CITIZEN, STAFF, Actor
 from command_api.domain.errors import DomainError
 from events.envelope import Envelope, Metadata, Position
+from events.upcasting import decode
+from projectors.ports import Doc
+from projectors.projection import Projection
 
 ACTORS = [Actor(f"user-{n}", frozenset({CITIZEN} | ({STAFF} if n == 0 else set()))) for n in range(4)]
 ISSUES = ["issue-a", "issue-b", "issue-c"]
@@ -77,3 +80,27 @@ def histories(draw: st.DrawFn, max_steps: int = 40) -> list[Envelope]:
             state = replace(i.evolve(state, event, now), version=state.version + 1)
         states[issue_id] = state
     return log
+
+
+def deliver(
+    projection: Projection, views: dict[tuple[str, str], Doc], env: Envelope, *, rollups_only: bool = False
+) -> None:
+    """What the runner does with one event: fold the document, roll each aggregate it moves (written first).
+
+    ``rollups_only`` stops after the roll-ups, as a crash between the two writes would.
+    """
+    doc_id = projection.key(env)
+    if doc_id is None:
+        return
+    old = views.get((projection.name, doc_id))
+    new = projection.fold(old, env, decode(env))
+    if new is old:
+        return
+    (rollup,) = projection.rollups
+    for key in rollup.keys(old, new):
+        slot = (rollup.collection.name, key)
+        rolled = rollup.fold(views.get(slot), key, old, new, env)
+        if rolled is not None:
+            views[slot] = rolled
+    if new is not None and not rollups_only:
+        views[(projection.name, doc_id)] = new

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Annotated
 
 import orjson
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 
+from projectors.feeds import ORIGIN, feed_collection
 from projectors.ports import Cond, Doc, ViewStore, ViewStoreUnavailable
 from projectors.ports import Query as ViewQuery
 from query_api.browse import BadParameter, Browse, Sort, parse_bbox, parse_near
@@ -21,6 +24,7 @@ from snapfix.detail_cache import StoredResponse
 from snapfix.http import ProblemError
 
 router = APIRouter(tags=["issues"], responses=READ_ERRORS)
+FEEDS = feed_collection.name
 IssueId = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9-]+$")]
 Filter = Annotated[str | None, Query(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_,-]+$")]
 AsOf = Annotated[
@@ -93,11 +97,36 @@ BrowseParams = Annotated[Browse, Depends(browse_params)]
 
 
 async def page_bytes(params: Browse, views: Views) -> bytes:
-    try:
+    with _bad_cursor():
         items, next_cursor = await params.fetch(views)
+    return orjson.dumps({"items": items, "next_cursor": next_cursor})
+
+
+async def feed_page(params: Browse, views: Views, pages: Pages, *, cached: bool) -> bytes | None:
+    """The page from its browse feed when one holds it whole (projectors/feeds.py), else None.
+
+    A read with a consistency token reads the feed from the views: the projector writes it
+    through to the cache only after committing the position the token waited for.
+    """
+    feed_id = params.feed()
+    if feed_id is None or not await pages.feeds_trusted(lambda: views.get(FEEDS, ORIGIN)):
+        return None
+
+    async def load() -> Doc | None:
+        return await views.get(FEEDS, feed_id)
+
+    feed = await (pages.feed(feed_id, load) if cached else load())
+    with _bad_cursor():
+        page = params.from_feed(feed)
+    return None if page is None else orjson.dumps({"items": page[0], "next_cursor": page[1]})
+
+
+@contextmanager
+def _bad_cursor() -> Iterator[None]:
+    try:
+        yield
     except BadParameter as e:
         raise ProblemError(400, e.code, "Bad parameter", str(e)) from None
-    return orjson.dumps({"items": items, "next_cursor": next_cursor})
 
 
 @router.get("/v1/issues")
@@ -107,9 +136,10 @@ async def browse(params: BrowseParams, request: Request, views: Views, pages: Pa
     `bbox` and `near` + `radius_m` select by place (`sort=nearest` orders by distance and adds
     `distance_m`); `q` finds words, the last one as a prefix, accents and case ignored.
     """
-    if params.cursor is None and freshness is None:  # first pages are what most readers ask for
+    raw = await feed_page(params, views, pages, cached=freshness is None)
+    if raw is None and params.cursor is None and freshness is None:  # first pages are what most readers ask for
         raw = await pages.get(params.cache_key(), lambda: page_bytes(params, views))
-    else:
+    elif raw is None:
         raw = await page_bytes(params, views)
     return json_bytes(raw, request, freshness=freshness, cache_control="public, max-age=2")
 

@@ -348,8 +348,10 @@ class TestFailures:
         c.views, switch.mode = switch, mode
         assert (await client.get(f"/v1/issues/{cached_id}")).status_code == 200
         assert (await client.get("/v1/issues", params={"limit": 3})).status_code == 200
-        # the projector wrote every detail through to the cache; history, other pages and stats are not cached
-        for path in (f"/v1/issues/{other_id}/history", "/v1/issues?limit=4", "/v1/stats"):
+        # the projector wrote every detail and browse feed through to the cache
+        assert (await client.get("/v1/issues", params={"limit": 4, "status": "reported"})).status_code == 200
+        # history, pages of other lists and stats are not cached
+        for path in (f"/v1/issues/{other_id}/history", "/v1/issues?sort=oldest&limit=4", "/v1/stats"):
             down = await client.get(path)
             assert down.status_code == 503, path
             assert down.headers["retry-after"] == "1"

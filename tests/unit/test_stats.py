@@ -8,32 +8,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from events.envelope import Envelope
-from events.upcasting import decode
 from projectors import stats
 from projectors.ports import Doc
+from tests.strategies import deliver as deliver_event
 from tests.strategies import histories
 
 Views = dict[tuple[str, str], Doc]
 
 
 def deliver(views: Views, env: Envelope) -> None:
-    """What the runner does for the stats projection: fold the contribution, roll every aggregate it moves."""
-    projection = stats.issue_stats
-    doc_id = projection.key(env)
-    if doc_id is None:
-        return
-    old = views.get((projection.name, doc_id))
-    new = projection.fold(old, env, decode(env))
-    if new is old:
-        return
-    (rollup,) = projection.rollups
-    for key in rollup.keys(old, new):
-        slot = (rollup.collection.name, key)
-        rolled = rollup.fold(views.get(slot), key, old, new, env)
-        if rolled is not None:
-            views[slot] = rolled
-    if new is not None:
-        views[(projection.name, doc_id)] = new
+    deliver_event(stats.issue_stats, views, env)
 
 
 def brute_force(contributions: list[Doc]) -> Doc:

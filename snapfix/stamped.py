@@ -1,0 +1,96 @@
+"""Cache entries guarded by a per-key stamp, so a reader racing the projector never leaves a stale entry.
+
+Some cached values are not one view document with its own version: a public issue
+detail is built from two views, and a browse feed's own version restarts when its view
+is rebuilt. Each key has a stamp instead, a counter in the cache that the projector bumps
+after it has committed a change (``changed``), and then it stores either the new value
+(write-through) or a tombstone under version ``2 * stamp``.
+
+A reader filling a miss reads the stamp *before* it reads the views and stores its value
+under version ``2 * stamp + 1``; the cache's compare-and-set (``put_versioned``) keeps the
+higher version. So:
+
+- a reader that read the stamp before the projector's bump may have read old views;
+  its ``2 * s + 1`` is below the projector's ``2 * (s + 1)``, whichever lands first;
+- a reader that read the stamp after the bump read the new views (they were committed
+  before it), and its ``2 * s + 1`` may replace the projector's entry with the same value.
+
+Once ``changed`` has returned, no value built from older views can be served (the
+projector's entry lives as long as any other; a reader slower than half that is not
+allowed to store, so it cannot outlive the entry that refuses it).
+
+The stamps are counters, which never expire; like the browse generation, they assume a
+cache that does not evict keys without a time to live (Redis' default and ``volatile-*``
+policies; the in-process cache keeps counters apart from its LRU).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from snapfix.cache import Cache, CacheError, CacheStats
+
+TOMBSTONE = b""
+
+
+@dataclass(frozen=True, slots=True)
+class Stamp:
+    """A key's stamp as a reader saw it before reading the views, and when it read it."""
+
+    value: int
+    read_at: float
+
+
+class Stamped:
+    """Values under ``{kind}`` keys guarded by per-key stamps (see the module docstring)."""
+
+    def __init__(self, cache: Cache, kind: str, ttl_s: int, stats: CacheStats) -> None:
+        self._cache = cache
+        self._kind = kind
+        self._ttl = ttl_s
+        self.stats = stats
+
+    def key(self, key: str) -> str:
+        return f"public:{self._kind}:{key}"
+
+    def stamp_key(self, key: str) -> str:
+        return f"stamp:{self._kind}:{key}"
+
+    async def get(self, key: str, *, count_miss: bool = True) -> bytes | None:
+        """The stored value, or None (a miss, a tombstone or a cache that is down), counted in ``stats``."""
+        try:
+            raw = await self._cache.get(self.key(key))
+        except CacheError:
+            raw = None
+        if raw:  # a value is never empty; the tombstone is
+            self.stats.hits += 1
+            return raw
+        if count_miss:
+            self.stats.misses += 1
+        return None
+
+    async def stamp(self, key: str) -> Stamp | None:
+        """The key's stamp, to read before reading the views; None while the cache is down."""
+        read_at = time.monotonic()
+        try:
+            return Stamp(await self._cache.counter(self.stamp_key(key)), read_at)
+        except CacheError:
+            return None
+
+    async def put(self, key: str, stamp: Stamp, value: bytes) -> None:
+        """Store a value built from views read after ``stamp``; refused if a change came since."""
+        if time.monotonic() - stamp.read_at > self._ttl / 2:
+            return
+        try:
+            await self._cache.put_versioned(self.key(key), 2 * stamp.value + 1, value, self._ttl)
+        except CacheError:
+            return
+
+    async def changed(self, key: str, value: bytes = TOMBSTONE) -> None:
+        """The projector committed a change: retire older values, or write the new one through.
+
+        Raises CacheError when the cache is down (the caller logs it and goes on).
+        """
+        stamp = await self._cache.incr(self.stamp_key(key))
+        await self._cache.put_versioned(self.key(key), 2 * stamp, value, self._ttl)

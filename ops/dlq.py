@@ -51,7 +51,7 @@ async def retry(store: ViewStore, events: EventStore, letter_id: str) -> Doc:
     letter = await _letter(store, letter_id)
     envelope = envelope_from_dict(letter["envelope"], Position(letter["partition"], letter["position"]))
     history = await events.load(envelope.aggregate_id) or [envelope]
-    runner = ProjectionRunner(RETRY_PROJECTOR, projections_of(letter["projector"]), None, store)
+    runner = ProjectionRunner(RETRY_PROJECTOR, projections_of(letter["projector"]), None, store, partial=True)
     await runner.setup()
     await runner.apply(history)
     now = iso(datetime.now(UTC))

@@ -67,7 +67,10 @@ class ProjectionRunner:
         batch_size: int = 500,
         idle_poll_s: float = 0.2,
         generations: dict[str, int] | None = None,
+        partial: bool = False,
     ) -> None:
+        """``partial``: the runner applies chosen events, not the log (a dead-letter retry), so it never
+        writes the roll-ups' origin records, which say a roll-up has folded the log from its start."""
         if any(not isinstance(p, Projection) for p in projections):
             raise TypeError("a ProjectionRunner runs pure projections only; process managers run on their own")
         self.name = name
@@ -95,8 +98,8 @@ class ProjectionRunner:
         self._view_cache = view_cache
         self._batch_size = batch_size
         self._idle_poll_s = idle_poll_s
+        self._partial = partial
         self.checkpoint: dict[int, int] = {}
-        self._from_start = False  # set by setup: no checkpoint yet, so the next commit starts from the log's start
         self.applied = 0
         self.dead_lettered = 0
         self.last_error: str | None = None
@@ -130,7 +133,6 @@ class ProjectionRunner:
         collections = [Collection(self._target[c.name], c.fields, c.arrays, c.indexes) for c in declared]
         await self._store.setup([*collections, DEAD_LETTERS])
         self.checkpoint = await self._store.checkpoint(self.name)
-        self._from_start = not self.checkpoint
 
     async def run_once(self) -> int:
         """Apply the next batch from the log; returns how many events it covered."""
@@ -157,7 +159,6 @@ class ProjectionRunner:
         started, dead_before = time.perf_counter(), self.dead_lettered
         changes, moved = await self._fold_batch(batch)
         await self._store.commit(self.name, changes, moved)
-        self._from_start = False
         await self._after_commit(changes)
         self.checkpoint = {**self.checkpoint, **moved}
         self.applied += len(batch)
@@ -210,7 +211,7 @@ class ProjectionRunner:
 
     def _origins(self) -> list[Change]:
         """The roll-ups' origin records, with the first commit of a runner that starts from the log's start."""
-        if not self._from_start:
+        if self._partial or self.checkpoint:
             return []
         return [
             Put(self._target[r.collection.name], {"id": r.origin, "from_start": True})

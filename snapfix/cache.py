@@ -116,17 +116,21 @@ class CacheStats:
 Loader = Callable[[], Awaitable[dict | None]]
 
 
-async def lookup(cache: Cache, key: str, stats: CacheStats) -> bytes | None:
-    """The bytes cached under ``key``, counted as a hit or a miss; a cache that is down is a miss."""
+async def lookup(cache: Cache, key: str, stats: CacheStats, *, count_miss: bool = True) -> bytes | None:
+    """The bytes cached under ``key``, counted as a hit or a miss.
+
+    A cache that is down is a miss, and so is an empty value (a tombstone: cached values never are empty).
+    """
     try:
         hit = await cache.get(key)
     except CacheError:
         hit = None
-    if hit is None:
-        stats.misses += 1
-    else:
+    if hit:
         stats.hits += 1
-    return hit
+        return hit
+    if count_miss:
+        stats.misses += 1
+    return None
 
 
 class ViewCache:

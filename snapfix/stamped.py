@@ -29,7 +29,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from snapfix.cache import Cache, CacheError, CacheStats
+from snapfix.cache import Cache, CacheError, CacheStats, lookup
 
 TOMBSTONE = b""
 
@@ -59,16 +59,7 @@ class Stamped:
 
     async def get(self, key: str, *, count_miss: bool = True) -> bytes | None:
         """The stored value, or None (a miss, a tombstone or a cache that is down), counted in ``stats``."""
-        try:
-            raw = await self._cache.get(self.key(key))
-        except CacheError:
-            raw = None
-        if raw:  # a value is never empty; the tombstone is
-            self.stats.hits += 1
-            return raw
-        if count_miss:
-            self.stats.misses += 1
-        return None
+        return await lookup(self._cache, self.key(key), self.stats, count_miss=count_miss)
 
     async def stamp(self, key: str) -> Stamp | None:
         """The key's stamp, to read before reading the views; None while the cache is down."""

@@ -30,6 +30,11 @@ async def test_only_a_projector_starting_from_the_logs_start_vouches_for_its_fee
     assert await upgraded.get(feeds.feed_collection.name, "newest") is not None  # feeds of part of the log...
     assert await upgraded.get(feeds.feed_collection.name, feeds.ORIGIN) is None  # ...that no reader trusts
 
+    retry = ProjectionRunner("dead-letter-retry", [issue_summary], None, upgraded, partial=True)  # ops/dlq.py
+    await retry.setup()
+    await retry.apply(await log.read({}, 3))
+    assert await upgraded.get(feeds.feed_collection.name, feeds.ORIGIN) is None  # a few events vouch for nothing
+
     whole = ProjectionRunner("main", [issue_summary], log, fresh)
     await whole.setup()
     await whole.catch_up()

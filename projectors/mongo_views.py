@@ -7,6 +7,11 @@ equality and ``prefix`` an anchored regex, and both can use that index. The adap
 keeps to what FerretDB v1 and MongoDB both support: no transactions, ``$text``,
 geo, change streams, ``$facet`` or ``$lookup``.
 
+Scalar conditions use operators (``$eq``, ``$in``, ranges) and array membership the plain
+``{field: value}``: the same to MongoDB, and what lets SnapFix's FerretDB build run a whole
+find, sort and limit included, as one indexed SQL query (its ordered pushdown, which assumes
+scalar operands, one type per sorted field and a C collation; ops/engines/ferretdb/snapfix.patch).
+
 Conditions follow SQL's null rule so both stores answer alike: a comparison with
 None matches nothing, and ``ne``/``in`` never match a missing field.
 
@@ -250,7 +255,8 @@ class MongoViewStore(ViewStore):
                 raise ViewStoreError(f"{cond.field!r} is not an array field of {col.name}")
             if cond.op == "prefix":
                 return {cond.field: {"$regex": "^" + re.escape(cond.value)}}
-            return {cond.field: _compare("eq", cond.value)}
+            # Membership as {field: value}, the form that means "an element" (see _compare's $eq).
+            return {cond.field: cond.value} if cond.value is not None else {cond.field: NOTHING}
         return {self._field(col, cond.field): _compare(cond.op, cond.value)}
 
     def _field(self, col: Collection, field: str) -> str:
@@ -270,7 +276,11 @@ class MongoViewStore(ViewStore):
             return [_plain(doc) async for doc in mongo.find(where, sort=order, limit=query.limit)]
 
     def _keyset(self, col: Collection, query: Query) -> dict[str, Any]:
-        """Documents strictly after ``query.after`` in the query's order, for any mix of directions."""
+        """Documents strictly after ``query.after`` in the query's order, for any mix of directions.
+
+        The first field's inclusive bound repeats what the ``$or`` implies, as a plain range a
+        planner can start its index walk from (neither PostgreSQL nor MongoDB derives it from the ``$or``).
+        """
         assert query.after is not None
         if len(query.after) != len(query.order_by):
             raise ViewStoreError("a cursor must carry one value per order_by field")
@@ -278,7 +288,9 @@ class MongoViewStore(ViewStore):
         for i, (field, desc) in enumerate(query.order_by):
             ties = [Cond(f, "eq", v) for (f, _), v in zip(query.order_by[:i], query.after[:i], strict=True)]
             branches.append(self._filter(col, [*ties, Cond(field, "lt" if desc else "gt", query.after[i])]))
-        return {"$or": branches}
+        (first, desc), *_ = query.order_by
+        bound = self._condition(col, Cond(first, "lte" if desc else "gte", query.after[0]))
+        return {"$and": [bound, {"$or": branches}]}
 
     async def count(self, collection: str, where: tuple[Cond, ...] = ()) -> int:
         col, mongo = await self._resolve(collection)

@@ -9,7 +9,8 @@
 // Two backends: PostgreSQL (`--handler=postgresql --postgresql-url=postgres://...`, FerretDB v1's main
 // backend and ops/engines.sh's default) or SQLite (`--handler=sqlite --sqlite-dir=DIR`). The flags fall
 // back to FERRETDB_HANDLER, FERRETDB_POSTGRESQL_URL and FERRETDB_SQLITE_DIR. The embeddable package
-// exposes only these: FerretDB's experimental pushdown switches (--test-*) are not reachable from here.
+// exposes only these: FerretDB's experimental pushdown switches (--test-*) are not reachable from here;
+// our patch's ordered pushdown is (--ordered-pushdown, on by default, see snapfix.patch).
 package main
 
 import (
@@ -38,7 +39,20 @@ func main() {
 	dataDir := flag.String("sqlite-dir", os.Getenv("FERRETDB_SQLITE_DIR"),
 		"directory for the SQLite databases with --handler=sqlite (created if missing; env FERRETDB_SQLITE_DIR)")
 	logLevel := flag.String("log-level", "info", "log level: debug, info, warn or error")
+	ordered := flag.Bool("ordered-pushdown", envOr("FERRETDB_SNAPFIX_ORDERED_PUSHDOWN", "1") == "1",
+		"run a find whose filter translates exactly as one SQL query with its sort and limit (SnapFix patch; "+
+			"assumes one scalar type per compared or sorted field and a C collation; env FERRETDB_SNAPFIX_ORDERED_PUSHDOWN)")
 	flag.Parse()
+
+	// The patched handler reads this once, at its first find (snapfix.patch, internal/handler/snapfix_ordered.go).
+	pushdown := "0"
+	if *ordered {
+		pushdown = "1"
+	}
+	if err := os.Setenv("FERRETDB_SNAPFIX_ORDERED_PUSHDOWN", pushdown); err != nil {
+		fmt.Fprintln(os.Stderr, "ferretdb:", err)
+		os.Exit(2)
+	}
 
 	switch {
 	case *handler == "sqlite" && *dataDir == "":
@@ -104,7 +118,8 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 
-	logger.Info("FerretDB starting", append([]any{"version", version.Get().Version, "listen", *listen}, backend...)...)
+	logger.Info("FerretDB starting", append([]any{"version", version.Get().Version, "listen", *listen,
+		"ordered_pushdown", *ordered}, backend...)...)
 	if err := f.Run(ctx); err != nil {
 		logger.Error("FerretDB stopped with an error", "error", err)
 		os.Exit(1)

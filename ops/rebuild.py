@@ -9,6 +9,13 @@ retired generation stays for a grace period for readers that resolved it just be
 
 Every step is recorded in the store, so a crashed rebuild resumes: a building generation
 continues from its builder's checkpoint; a retired one is dropped once its grace is over.
+
+A swap also ends the caches' epoch (snapfix/cache.py), so nothing cached from the old
+generation is served after it. Given the cache, the rebuild publishes the new epoch right
+after the swap, retrying for ``PUBLISH_TRIES`` seconds while the cache is down and then
+failing loudly (the swap stands; run it again to publish, or let the live projector do
+it). The live projector publishes it too, within a second of the swap (on Kafka, with its
+next batch): that is what reaches an in-process cache, which only its own process can see.
 """
 
 from __future__ import annotations
@@ -23,15 +30,21 @@ import structlog
 from events.ports import EventLog
 from projectors.ports import Generations, ViewStore, ahead
 from projectors.projection import Projection
-from projectors.runner import ProjectionRunner
+from projectors.runner import ProjectionRunner, publish_views_epoch
+from snapfix.cache import Cache, CacheError
 
 log = structlog.get_logger(__name__)
 
 Progress = Callable[[int], None]
+PUBLISH_TRIES = 10  # one a second
 
 
 class RebuildStalled(RuntimeError):
     """The rebuild could not get level with the live projector within its attempts."""
+
+
+class EpochUnpublished(RuntimeError):
+    """The new generation is live, but the cache may still serve the old one's values: it did not answer."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,11 +73,18 @@ async def rebuild(
     swap_attempts: int = 500,
     on_total: Callable[[int], None] | None = None,
     progress: Progress | None = None,
+    cache: Cache | None = None,
+    publish_tries: int = PUBLISH_TRIES,
 ) -> RebuildResult:
-    """Rebuild ``projection``'s view into a new generation and make it live; see the module docstring."""
+    """Rebuild ``projection``'s view into a new generation and make it live; see the module docstring.
+
+    ``cache``: the deployment's shared cache, whose epoch the swap ends at once (an in-process
+    cache of another process cannot be reached: leave it None, the live projector publishes).
+    """
     name = projection.name
     before = await store.generations(name)
     if before.building is None and before.retired is not None:  # the last rebuild swapped, then stopped
+        await _publish_epoch(cache, store, name, publish_tries)
         for rollup in projection.rollups:
             leftover = await store.generations(rollup.collection.name)
             if leftover.retired is not None:
@@ -98,6 +118,7 @@ async def rebuild(
         await asyncio.sleep(0.01)  # the leader moved past us: catch up again
     after = await store.generations(name)
     log.info("rebuild.swapped", view=name, live=generation, retired=after.retired, events=events)
+    await _publish_epoch(cache, store, name, publish_tries)
     dropped = False
     for col in group:
         retired = after if col.name == name else await store.generations(col.name)
@@ -105,6 +126,26 @@ async def rebuild(
             await _drop_after_grace(store, col.name, retired, grace_s)
             dropped = True
     return RebuildResult(name, generation, events, after.retired, dropped, resumed)
+
+
+async def _publish_epoch(cache: Cache | None, store: ViewStore, view: str, tries: int) -> None:
+    """End the caches' epoch after a swap, so none of them serves the old generation's values any more."""
+    if cache is None:
+        return
+    for attempt in range(1, tries + 1):
+        try:
+            epoch = await publish_views_epoch(cache, store)
+        except CacheError as error:
+            log.warning("rebuild.cache_unavailable", view=view, attempt=attempt, reason=str(error))
+            if attempt < tries:
+                await asyncio.sleep(1.0)
+            continue
+        log.info("rebuild.epoch", view=view, epoch=epoch)
+        return
+    raise EpochUnpublished(
+        f"{view} is swapped, but the cache did not answer: it may serve the old generation until the live"
+        " projector publishes the new epoch (within a second of the cache coming back), or run the rebuild again"
+    )
 
 
 async def _drop_after_grace(store: ViewStore, name: str, generations: Generations, grace_s: float) -> None:

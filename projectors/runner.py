@@ -11,6 +11,11 @@ they did as events before or instead of doing it twice. A rebuild
 (``ProjectionRunner.rebuilder``) is a runner with ``rebuilding`` set that writes one
 shadow generation, with no cache write-through; it refuses anything that is not a
 ``Projection``. Code that must tell a rebuild from live traffic reads ``rebuilding``.
+
+The live runner also keeps the caches' epoch (snapfix/cache.py) in step with the views'
+generations: it publishes them on start and every ``EPOCH_CHECK_S`` (a rebuild publishes
+at its swap too, when it can reach the cache: an in-process cache it cannot), and it
+writes each batch through in the epoch it read after the commit.
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ from projectors.feeds import ORIGIN, feed_collection
 from projectors.ports import Change, Collection, Doc, Put, ViewStore, ViewStoreError, at_generation, builder_name
 from projectors.projection import Projection, iso
 from snapfix import metrics
-from snapfix.cache import Cache, CacheError, ViewCache
+from snapfix.cache import TOMBSTONE, VIEWS_EPOCH, Cache, CacheError, ViewCache
 
 log = structlog.get_logger(__name__)
 
@@ -50,6 +55,21 @@ BROWSE_GENERATION = "gen:issue_summary"
 # (query_api/caching.py keys first pages of browse queries by it).
 BROWSE_GENERATION_VALUE = "gen:issue_summary:value"
 GENERATION_TTL_S = 86_400
+# Every view whose documents a cache holds, itself or built into a cached value (details, feeds,
+# browse pages, profiles): a swap of any of them starts a new epoch of the whole cache.
+CACHED_VIEWS = ("issue_detail", "issue_duplicates", "issue_summary", FEEDS, "user_profile")
+EPOCH_CHECK_S = 1.0
+
+
+async def publish_views_epoch(cache: Cache, store: ViewStore) -> int:
+    """Make the cache's epoch follow the live generations of the cached views; returns the epoch.
+
+    The label, not a bump: it moves the epoch once per swap however many processes publish
+    it (the rebuild, every live projector), and again after a store was replaced behind a
+    cache that outlived it. Raises CacheError when the cache is down.
+    """
+    lives = [at_generation(name, (await store.generations(name)).live) for name in CACHED_VIEWS]
+    return await cache.follow(VIEWS_EPOCH, " ".join(lives))
 
 
 class ProjectionRunner:
@@ -96,6 +116,8 @@ class ProjectionRunner:
         self._store = store
         self._cache = cache
         self._view_cache = view_cache
+        self._epochs = cache if cache is not None else view_cache.cache if view_cache is not None else None
+        self._epoch_published_at: float | None = None
         self._batch_size = batch_size
         self._idle_poll_s = idle_poll_s
         self._partial = partial
@@ -133,6 +155,7 @@ class ProjectionRunner:
         collections = [Collection(self._target[c.name], c.fields, c.arrays, c.indexes) for c in declared]
         await self._store.setup([*collections, DEAD_LETTERS])
         self.checkpoint = await self._store.checkpoint(self.name)
+        await self._epoch()  # a swap made while no projector ran, or that the rebuild could not publish
 
     async def run_once(self) -> int:
         """Apply the next batch from the log; returns how many events it covered."""
@@ -140,6 +163,8 @@ class ProjectionRunner:
         batch = await self._log.read(self.checkpoint, self._batch_size)
         if batch:
             await self.apply(batch)
+        else:  # idle: a swap still reaches the caches within EPOCH_CHECK_S
+            await self._epoch()
         # A short read reached the head; only a full batch may have left events behind.
         waiting = metrics.backlog(await self._log.head(), self.checkpoint) if len(batch) >= self._batch_size else 0
         metrics.set_lag(self.name, waiting, batch)
@@ -157,9 +182,10 @@ class ProjectionRunner:
         the batches of whatever partitions it was assigned.
         """
         started, dead_before = time.perf_counter(), self.dead_lettered
+        before = await self._epoch()  # before the batch reads any view: see _after_commit
         changes, moved = await self._fold_batch(batch)
         await self._store.commit(self.name, changes, moved)
-        await self._after_commit(changes)
+        await self._after_commit(changes, before)
         self.checkpoint = {**self.checkpoint, **moved}
         self.applied += len(batch)
         metrics.batch_applied(self.name, len(batch), self.dead_lettered - dead_before, time.perf_counter() - started)
@@ -286,30 +312,64 @@ class ProjectionRunner:
             },
         )
 
-    async def _after_commit(self, changes: list[Change]) -> None:
-        if self.rebuilding:  # a shadow generation is nobody's cache yet
+    async def _epoch(self) -> int | None:
+        """The caches' epoch, published first when ``EPOCH_CHECK_S`` has passed since it last was.
+
+        None for a runner without a cache, a rebuild's, or while the cache is down.
+        """
+        if self._epochs is None or self.rebuilding:
+            return None
+        try:
+            now = time.monotonic()
+            if self._epoch_published_at is None or now - self._epoch_published_at >= EPOCH_CHECK_S:
+                epoch = await publish_views_epoch(self._epochs, self._store)
+                self._epoch_published_at = now
+                return epoch
+            return (await self._epochs.counters([VIEWS_EPOCH]))[0]
+        except CacheError as error:  # published at the next check once the cache is back
+            log.warning("projection.cache_unavailable", projector=self.name, reason=str(error))
+            return None
+
+    async def _after_commit(self, changes: list[Change], before: int | None) -> None:
+        """Write the committed changes through to the caches, in the epoch read after the commit.
+
+        That epoch is at least any reader's that read the views before the commit, so the
+        write-through and the stamps retire what such readers store (snapfix/stamped.py).
+        ``before`` is the epoch read before the batch read its views: if a swap was published
+        in between, the batch may have read documents of the old generation (and committed what
+        it folded from them before the swap), so it retires what it touched in the new epoch
+        instead of writing those documents through.
+        """
+        if self.rebuilding or self._epochs is None:  # a shadow generation is nobody's cache yet
             return
+        try:
+            epoch = (await self._epochs.counters([VIEWS_EPOCH]))[0]
+        except CacheError as error:  # the cache is down: it serves nothing, stale or not
+            log.warning("projection.cache_unavailable", projector=self.name, reason=str(error))
+            return
+        through = epoch == before
         if self._view_cache is not None:
             for change in changes:
                 if isinstance(change, Put) and change.collection in CACHED_COLLECTIONS:
-                    await self._view_cache.written(change.collection, change.doc)
+                    await self._view_cache.written(change.collection, change.doc, epoch, retire=not through)
             # after the write-through above: a reader that sees the new stamp reads the new documents
             issues = {
                 c.doc["id"] if isinstance(c, Put) else c.id for c in changes if c.collection in PUBLIC_DETAIL_SOURCES
             }
             try:
                 for issue_id in sorted(issues):
-                    await self._view_cache.details.changed(issue_id)
+                    await self._view_cache.details.changed(issue_id, epoch=epoch)
                 for change in changes:
                     if isinstance(change, Put) and change.collection == FEEDS and change.doc["id"] != ORIGIN:
-                        await self._view_cache.feeds.changed(change.doc["id"], orjson.dumps(change.doc))
+                        value = orjson.dumps(change.doc) if through else TOMBSTONE
+                        await self._view_cache.feeds.changed(change.doc["id"], epoch=epoch, value=value)
             except CacheError as error:  # the cache is down: it serves nothing, stale or not
                 log.warning("projection.cache_unavailable", projector=self.name, reason=str(error))
         if self._cache is not None and any(isinstance(c, Put) and c.collection == "issue_summary" for c in changes):
             try:
                 generation = await self._cache.incr(BROWSE_GENERATION)
                 await self._cache.put_versioned(
-                    BROWSE_GENERATION_VALUE, generation, str(generation).encode(), GENERATION_TTL_S
+                    BROWSE_GENERATION_VALUE, generation, str(generation).encode(), GENERATION_TTL_S, epoch=epoch
                 )
             except CacheError as error:  # a cache that is down serves nothing stale; the views are what count
                 log.warning("projection.cache_unavailable", projector=self.name, reason=str(error))

@@ -11,6 +11,12 @@ after the projector has published that change; old pages simply age out. While
 no generation is published (a fresh cache), readers publish a random one: any
 projector bump replaces it (its version is higher), and a random value never
 meets pages of an earlier life of the cache.
+
+The generation, like every cached value, is stored in an epoch and read with it
+(snapfix/cache.py ``VIEWS_EPOCH``), so a rebuild's swap of the summary view (which
+ends the epoch) makes it a miss: readers then publish a random one in the new epoch,
+a new key space again, which any projector bump of that epoch replaces. Pages are
+stored in the epoch too; the check rides on reads that were there already.
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ from prometheus_client.registry import Collector
 from projectors.feeds import feed_collection
 from projectors.ports import Doc
 from projectors.runner import BROWSE_GENERATION_VALUE, GENERATION_TTL_S
-from snapfix.cache import Cache, CacheError, CacheStats, lookup
+from snapfix.cache import VIEWS_EPOCH, Cache, CacheError, CacheStats, lookup
 from snapfix.stamped import Stamped
 
 ORIGIN_RECHECK_S = 5.0
@@ -68,29 +74,32 @@ class PageCache:
 
     async def get(self, key: str, load: Callable[[], Awaitable[bytes]]) -> bytes:
         """The page's bytes from the cache, or from ``load`` (then cached under the current generation)."""
-        generation = await self._generation()
-        if generation is None:  # the cache is down: correct, uncached
+        found = await self._generation()
+        if found is None:  # the cache is down: correct, uncached
             self.stats.misses += 1
             return await load()
+        generation, epoch = found
         full = f"page:issue_summary:{generation}:{key}"
-        if (hit := await lookup(self._cache, full, self.stats)) is not None:
+        hit, _ = await lookup(self._cache, full, self.stats)
+        if hit is not None:
             return hit
         raw = await load()
         with contextlib.suppress(CacheError):
-            await self._cache.put_versioned(full, 0, raw, self._ttl)
+            await self._cache.put_versioned(full, 0, raw, self._ttl, epoch=epoch)
         return raw
 
-    async def _generation(self) -> str | None:
+    async def _generation(self) -> tuple[str, int] | None:
+        """The generation published in the current epoch (published first if none is), and that epoch."""
         try:
-            current = await self._cache.get(BROWSE_GENERATION_VALUE)
+            current, epoch = await self._cache.get_current(BROWSE_GENERATION_VALUE, VIEWS_EPOCH)
             if current is None:
                 await self._cache.put_versioned(
-                    BROWSE_GENERATION_VALUE, 0, f"r{uuid.uuid4().hex}".encode(), GENERATION_TTL_S
+                    BROWSE_GENERATION_VALUE, 0, f"r{uuid.uuid4().hex}".encode(), GENERATION_TTL_S, epoch=epoch
                 )
-                current = await self._cache.get(BROWSE_GENERATION_VALUE)
+                current, epoch = await self._cache.get_current(BROWSE_GENERATION_VALUE, VIEWS_EPOCH)
         except CacheError:
             return None
-        return None if current is None else current.decode()
+        return None if current is None else (current.decode(), epoch)
 
 
 class _CacheMetrics(Collector):

@@ -4,8 +4,10 @@ The public form is built from two views, ``issue_detail`` and ``issue_duplicates
 latter changes when *another* issue is marked a duplicate of this one), so neither
 document's version alone can guard the cached response. Each issue has a stamp instead
 (snapfix/stamped.py): the projector bumps it after it has committed and written through
-either document, and stores a tombstone. Hidden issues are never stored: the route
-answers them 404 from the views.
+either document, and stores a tombstone. Like every cached value, a response is served
+only in the epoch it was stored in, which a rebuild's swap of either view ends
+(snapfix/cache.py). Hidden issues are never stored: the route answers them 404 from
+the views.
 """
 
 from __future__ import annotations
@@ -59,9 +61,10 @@ class DetailResponses:
         """Store a response built from documents read after ``stamp``; refused if a change came since."""
         await self._stamped.put(issue_id, stamp, response.etag + ETAG_END + response.body)
 
-    async def changed(self, issue_id: str) -> None:
+    async def changed(self, issue_id: str, *, epoch: int) -> None:
         """The projector committed (and wrote through) a newer detail or duplicates document: retire older responses.
 
-        Raises CacheError when the cache is down (the caller logs it and goes on).
+        ``epoch`` is the epoch the projector read after its commit. Raises CacheError when the
+        cache is down (the caller logs it and goes on).
         """
-        await self._stamped.changed(issue_id)
+        await self._stamped.changed(issue_id, epoch=epoch)

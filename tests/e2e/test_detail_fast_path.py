@@ -221,16 +221,16 @@ class TestGuard:
     @pytest.mark.parametrize("order", ["reader-first", "projector-first"])
     async def test_a_response_built_before_a_change_is_never_served_after_it(self, order: str) -> None:
         details = DetailResponses(MemoryCache(), 60, ViewCache(MemoryCache(), 60).stats)
-        await details.changed("i")  # the issue was projected once
+        await details.changed("i", epoch=0)  # the issue was projected once
         stamp = await details.stamp("i")
         assert stamp is not None
         old = StoredResponse(b'{"v":1}', b'"1"')
         if order == "reader-first":
             await details.put("i", stamp, old)
             assert await details.get("i") == old
-            await details.changed("i")
+            await details.changed("i", epoch=0)
         else:
-            await details.changed("i")
+            await details.changed("i", epoch=0)
             await details.put("i", stamp, old)
         assert await details.get("i") is None
         after = await details.stamp("i")

@@ -321,13 +321,22 @@ class BrokenCache(Cache):
     async def get(self, key: str) -> bytes | None:  # noqa: ARG002 - the port's signature
         raise CacheError("down")
 
-    async def put_versioned(self, key: str, version: int, value: bytes, ttl_s: int) -> bool:  # noqa: ARG002 - the port's signature
+    async def get_current(self, key: str, epoch_key: str) -> tuple[bytes | None, int]:  # noqa: ARG002 - the port's signature
+        raise CacheError("down")
+
+    async def put_versioned(self, key: str, version: int, value: bytes, ttl_s: int, *, epoch: int = 0) -> bool:  # noqa: ARG002 - the port's signature
         raise CacheError("down")
 
     async def incr(self, key: str) -> int:  # noqa: ARG002 - the port's signature
         raise CacheError("down")
 
     async def counter(self, key: str) -> int:  # noqa: ARG002 - the port's signature
+        raise CacheError("down")
+
+    async def counters(self, keys: Sequence[str]) -> list[int]:  # noqa: ARG002 - the port's signature
+        raise CacheError("down")
+
+    async def follow(self, key: str, label: str) -> int:  # noqa: ARG002 - the port's signature
         raise CacheError("down")
 
     async def delete(self, key: str) -> None:  # noqa: ARG002 - the port's signature

@@ -156,10 +156,22 @@ def register(app: typer.Typer, settings_factory: Any) -> None:
         swap the alias atomically once level with the live projector, drop the old generation after --grace.
 
         Run it again after a crash: it resumes where it stopped. Runs only pure projections, never side effects.
+
+        A shared cache (redis://) has its epoch ended at the swap: nothing cached from the old generation is served.
+
+        With memory:// (another process's cache, out of reach) the live projector ends it within a second.
+
+        If the shared cache stays down through the retries, it exits 1: the swap stands; run it again to end the epoch.
         """
+        from ops.rebuild import EpochUnpublished
+
         if view not in BY_NAME:
             raise typer.BadParameter(f"no view {view!r}; the views are {', '.join(BY_NAME)}")
-        result = asyncio.run(_rebuild(settings_factory(), view, grace, leader, batch_size, not no_progress))
+        try:
+            result = asyncio.run(_rebuild(settings_factory(), view, grace, leader, batch_size, not no_progress))
+        except EpochUnpublished as error:
+            typer.echo(f"snapfix: {error}", err=True)
+            raise typer.Exit(1) from None
         typer.echo(
             f"snapfix: {result.view} is live at generation {result.generation} after {result.events} events"
             + (" (resumed)" if result.resumed else "")
@@ -306,21 +318,30 @@ async def _state(settings: Settings, aggregate_id: str, moment: datetime) -> Any
 
 async def _rebuild(settings: Settings, view: str, grace: float, leader: str, batch_size: int, show: bool) -> Any:
     from ops.rebuild import rebuild
+    from snapfix.bootstrap import open_cache
 
-    async with opened(settings) as found:
-        assert found.log is not None
-        assert found.views is not None
-        with progress_bar(f"rebuild {view}", None, enabled=show) as advance:
-            return await rebuild(
-                BY_NAME[view],
-                found.log,
-                found.views,
-                leader=leader,
-                grace_s=grace,
-                batch_size=batch_size,
-                on_total=advance.total,
-                progress=advance,
-            )
+    # A shared cache is given to the rebuild, which ends its epoch right after the swap. An in-process
+    # one (memory://) belongs to another process, out of reach: the live projector publishes it there.
+    cache = None if settings.cache.startswith("memory:") else await open_cache(settings)
+    try:
+        async with opened(settings) as found:
+            assert found.log is not None
+            assert found.views is not None
+            with progress_bar(f"rebuild {view}", None, enabled=show) as advance:
+                return await rebuild(
+                    BY_NAME[view],
+                    found.log,
+                    found.views,
+                    leader=leader,
+                    grace_s=grace,
+                    batch_size=batch_size,
+                    on_total=advance.total,
+                    progress=advance,
+                    cache=cache,
+                )
+    finally:
+        if cache is not None:
+            await cache.close()
 
 
 async def _status(settings: Settings) -> Any:

@@ -16,6 +16,9 @@ Two facts keep the views exact whatever the group does:
 
 (Seeking to the views' own checkpoint on assignment would skip that re-application, but
 aiokafka's fetcher crashes when a partition is sought while it holds buffered records.)
+
+A timer runs the runner's epoch check between batches too: a swap that a rebuild could not
+publish reaches the caches within about ``EPOCH_CHECK_S`` even when no event arrives.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from faust.types import TP
 
 from events.envelope import Envelope
 from events.kafka_log import ensure_topic, record_to_envelope
-from projectors.runner import ProjectionRunner
+from projectors.runner import EPOCH_CHECK_S, ProjectionRunner
 from snapfix import bootstrap, metrics
 from snapfix.settings import Settings
 
@@ -51,6 +54,11 @@ class _Views:
         self._settings = settings
         self._runner: ProjectionRunner | None = None
         self._lock = asyncio.Lock()
+
+    @property
+    def opened(self) -> ProjectionRunner | None:
+        """The runner once the agent has opened it, else None (nothing is opened on its behalf)."""
+        return self._runner
 
     async def runner(self) -> ProjectionRunner:
         async with self._lock:
@@ -99,6 +107,12 @@ def create_worker_app(settings: Settings) -> faust.App:
     async def assigned(_app: faust.App, assigned: set[TP], **_: Any) -> None:
         log.info("projector.worker.assigned", partitions=sorted(tp.partition for tp in assigned))
 
+    # Twice per EPOCH_CHECK_S: the runner publishes on its own clock, so a tick a hair early would
+    # otherwise skip a whole period. The other ticks only read the epoch.
+    @app.timer(EPOCH_CHECK_S / 2)
+    async def epoch_check() -> None:
+        await check_epoch(views.opened)
+
     if settings.process_managers:
 
         @app.task
@@ -145,6 +159,20 @@ async def run_process_managers(settings: Settings) -> None:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await bootstrap.close(container)
+
+
+async def check_epoch(runner: ProjectionRunner | None) -> None:
+    """The runner's epoch check, between batches: publishes a swap that no batch would bring to the caches.
+
+    Never fatal (the next tick tries again): the runner logs a cache that is down itself, and
+    anything else (a view store that does not answer) is logged here.
+    """
+    if runner is None:  # not opened yet: its setup publishes the epoch
+        return
+    try:
+        await runner._epoch()  # the runner's own check: it publishes when EPOCH_CHECK_S has passed
+    except Exception as error:  # noqa: BLE001 - logged; the worker and its batches go on
+        log.warning("projector.epoch_check_failed", projector=runner.name, reason=f"{type(error).__name__}: {error}")
 
 
 async def _apply_until_done(runner: ProjectionRunner, batch: list[Envelope]) -> None:

@@ -14,8 +14,9 @@ A swap also ends the caches' epoch (snapfix/cache.py), so nothing cached from th
 generation is served after it. Given the cache, the rebuild publishes the new epoch right
 after the swap, retrying for ``PUBLISH_TRIES`` seconds while the cache is down and then
 failing loudly (the swap stands; run it again to publish, or let the live projector do
-it). The live projector publishes it too, within a second of the swap (on Kafka, with its
-next batch): that is what reaches an in-process cache, which only its own process can see.
+it). The live projector publishes it too, within a second of the swap (on Kafka, the
+worker's timer does, between batches): that is what reaches an in-process cache, which only
+its own process can see.
 """
 
 from __future__ import annotations

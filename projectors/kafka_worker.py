@@ -170,7 +170,7 @@ async def check_epoch(runner: ProjectionRunner | None) -> None:
     if runner is None:  # not opened yet: its setup publishes the epoch
         return
     try:
-        await runner._epoch()  # the runner's own check: it publishes when EPOCH_CHECK_S has passed
+        await runner.check_epoch()  # it publishes when EPOCH_CHECK_S has passed
     except Exception as error:  # noqa: BLE001 - logged; the worker and its batches go on
         log.warning("projector.epoch_check_failed", projector=runner.name, reason=f"{type(error).__name__}: {error}")
 

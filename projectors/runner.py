@@ -155,7 +155,7 @@ class ProjectionRunner:
         collections = [Collection(self._target[c.name], c.fields, c.arrays, c.indexes) for c in declared]
         await self._store.setup([*collections, DEAD_LETTERS])
         self.checkpoint = await self._store.checkpoint(self.name)
-        await self._epoch()  # a swap made while no projector ran, or that the rebuild could not publish
+        await self.check_epoch()  # a swap made while no projector ran, or that the rebuild could not publish
 
     async def run_once(self) -> int:
         """Apply the next batch from the log; returns how many events it covered."""
@@ -164,7 +164,7 @@ class ProjectionRunner:
         if batch:
             await self.apply(batch)
         else:  # idle: a swap still reaches the caches within EPOCH_CHECK_S
-            await self._epoch()
+            await self.check_epoch()
         # A short read reached the head; only a full batch may have left events behind.
         waiting = metrics.backlog(await self._log.head(), self.checkpoint) if len(batch) >= self._batch_size else 0
         metrics.set_lag(self.name, waiting, batch)
@@ -182,7 +182,7 @@ class ProjectionRunner:
         the batches of whatever partitions it was assigned.
         """
         started, dead_before = time.perf_counter(), self.dead_lettered
-        before = await self._epoch()  # before the batch reads any view: see _after_commit
+        before = await self.check_epoch()  # before the batch reads any view: see _after_commit
         changes, moved = await self._fold_batch(batch)
         await self._store.commit(self.name, changes, moved)
         await self._after_commit(changes, before)
@@ -312,8 +312,10 @@ class ProjectionRunner:
             },
         )
 
-    async def _epoch(self) -> int | None:
+    async def check_epoch(self) -> int | None:
         """The caches' epoch, published first when ``EPOCH_CHECK_S`` has passed since it last was.
+
+        Called before each batch, and by a worker's timer between batches (projectors/kafka_worker.py).
 
         None for a runner without a cache, a rebuild's, or while the cache is down.
         """

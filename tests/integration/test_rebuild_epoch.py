@@ -294,7 +294,7 @@ class FailingRunner:
     def __init__(self) -> None:
         self.checks = 0
 
-    async def _epoch(self) -> int | None:
+    async def check_epoch(self) -> int | None:
         self.checks += 1
         raise ViewStoreError("the view store did not answer")
 

@@ -241,7 +241,8 @@ install_ferretdb() {
   # PostgreSQL is pgx; both backends are built in (SNAPFIX_FERRETDB_BACKEND picks one at start).
   # FerretDB itself is built from a copy of its module with ops/engines/ferretdb/snapfix.patch applied
   # (a `replace` in a generated go.mod; ours stays untouched): on PostgreSQL, lookups by _id and
-  # _id $in use the _id index, and a bulk update no longer hangs once it matches 50 documents.
+  # _id $in use the _id index, a bulk update no longer hangs once it matches 50 documents, and a find
+  # whose filter translates exactly runs as one SQL query with its sort and limit (ordered pushdown).
   # Module and build caches live under .engines/ (-modcacherw keeps them deletable with rm -rf).
   local src="$E/ferretdb/src" build="$E/ferretdb/build"
   if ! (

@@ -108,11 +108,20 @@ def _path(field: str) -> str:
 
 
 def _index_keys(col: Collection) -> list[list[tuple[str, int]]]:
-    """The declared indexes (a leading ``-`` is descending) and one multikey index per array field."""
+    """The declared indexes (a leading ``-`` is descending), one multikey index per array field, and one
+    index per declared field that no other index holds.
+
+    The last are for FerretDB: PostgreSQL keeps statistics only for indexed expressions, and
+    estimates a condition on any other field from defaults (an equality matches 0.5 % of rows),
+    so a browse query's ``hidden`` and lat/lon conditions made every index walk look worse than
+    sorting the whole table. A real MongoDB may use them or not; they cost a little per write.
+    """
     keys = [
         [(_path(f.lstrip("-")), DESCENDING if f.startswith("-") else ASCENDING) for f in index] for index in col.indexes
     ]
-    return keys + [[(array, ASCENDING)] for array in col.arrays]
+    indexed = {f.lstrip("-") for index in col.indexes for f in index}
+    unindexed = [[(_path(f), ASCENDING)] for f in col.fields if f not in indexed]
+    return keys + [[(array, ASCENDING)] for array in col.arrays] + unindexed
 
 
 def _compare(op: str, value: Any) -> dict[str, Any]:

@@ -8,17 +8,20 @@ data for ``bench/results.json``; ``markdown`` renders them for ``bench/RESULTS.m
 from __future__ import annotations
 
 import statistics
+import subprocess
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from bench import command_path, export_bench, query_bench
+from bench.procs import ROOT, free_port, port_open
 from events.sqlite_log import SqliteEventLog
 from ops.rebuild import rebuild
 from projectors.catalog import ALL
-from projectors.ports import ViewStore
+from projectors.ports import Query, ViewStore
 
 BROWSE_TARGET_P95_MS = 20.0
 
@@ -27,6 +30,10 @@ async def queries(store: ViewStore, issues: int, repeat: int) -> dict[str, Any]:
     """Seed ``issues`` through the projector, then time every documented browse shape, uncached."""
     seconds = await query_bench.seed(store, issues, max(10, issues // 10))  # type: ignore[arg-type]
     shapes = await query_bench.measure(store, repeat, 20)  # type: ignore[arg-type]
+    return _shapes_result(issues, repeat, seconds, shapes)
+
+
+def _shapes_result(issues: int, repeat: int, seconds: float, shapes: list[tuple[str, list[float], int]]) -> dict:
     return {
         "issues": issues,
         "repeat": repeat,
@@ -43,6 +50,63 @@ async def queries(store: ViewStore, issues: int, repeat: int) -> dict[str, Any]:
             for name, times, rows in shapes
         ],
     }
+
+
+@contextmanager
+def stock_ferretdb(pg_url: str) -> Iterator[str]:
+    """A second FerretDB on the same PostgreSQL database with the ordered pushdown off: the same data, read the
+    way stock FerretDB 1.24 reads it. Yields its MongoDB URL (no database)."""
+    port = free_port()
+    binary = ROOT / ".engines" / "bin" / "ferretdb"
+    argv = [str(binary), "--listen-addr", f"127.0.0.1:{port}", "--handler", "postgresql",
+            "--postgresql-url", pg_url, "--ordered-pushdown=false", "--log-level", "warn"]  # fmt: skip
+    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 15
+        while not port_open("127.0.0.1", port):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the stock-pushdown FerretDB did not start: {' '.join(argv)}")
+            time.sleep(0.1)
+        yield f"mongodb://127.0.0.1:{port}/"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+async def ferretdb_queries(
+    mongo_url: str, pg_url: str, issues: int, repeat: int, say: Callable[[str], None]
+) -> dict[str, Any]:
+    """Browse shapes on FerretDB with SnapFix's ordered pushdown and, side by side on the same seeded database,
+    through a second FerretDB without it (stock 1.24 pushdown); the pages of the two must be the same."""
+    from projectors.mongo_views import MongoViewStore
+    from projectors.runner import ProjectionRunner
+
+    db = f"bench_city_{uuid.uuid4().hex[:8]}"
+    ordered = MongoViewStore(mongo_url.rstrip("/") + "/" + db)
+    try:
+        say(f"browse shapes on FerretDB: seeding {issues:,} issues through the projector")
+        seconds = await query_bench.seed(ordered, issues, max(10, issues // 10))  # type: ignore[arg-type]
+        docs = await ordered.find(Query("issue_summary", limit=5000))
+        ordered_pages: list[list[str]] = []
+        say("browse shapes on FerretDB with the ordered pushdown")
+        fast = await query_bench.measure(ordered, repeat, 20, docs=docs, pages=ordered_pages)  # type: ignore[arg-type]
+        stock_pages: list[list[str]] = []
+        with stock_ferretdb(pg_url) as stock_url:
+            stock = MongoViewStore(stock_url + db)
+            await ProjectionRunner("main", ALL, None, stock).setup()  # declares the collections to this client
+            say("the same shapes through a FerretDB with stock pushdown (slow: it sorts every match itself)")
+            slow = await query_bench.measure(stock, repeat, 20, docs=docs, pages=stock_pages)  # type: ignore[arg-type]
+            await stock.close()
+        differ = sum(a != b for a, b in zip(ordered_pages, stock_pages, strict=True))
+        result = _shapes_result(issues, repeat, seconds, fast)
+        result.update(pages_compared=len(ordered_pages), pages_differing=differ)
+        return {
+            "mongodb (FerretDB)": result,
+            "mongodb (FerretDB, stock pushdown)": _shapes_result(issues, repeat, seconds, slow),
+        }
+    finally:
+        await ordered._client.drop_database(db)  # the bench's own throw-away database
+        await ordered.close()
 
 
 async def rebuilds(log_path: Path, store: ViewStore, leader: str, say: Callable[[str], None]) -> dict[str, Any]:
@@ -114,6 +178,13 @@ async def kafka_export(bootstrap: str, events: int, folder: Path) -> dict[str, A
     }
 
 
+def _compared(q: dict[str, Any]) -> str:
+    if "pages_compared" not in q:
+        return ""
+    return (f" Side by side, on the same database, a second FerretDB without the ordered pushdown answered the same"
+            f" queries (next table): {q['pages_differing']} of {q['pages_compared']} pages differed.")  # fmt: skip
+
+
 def markdown(results: dict[str, Any]) -> str:
     """The sections of RESULTS.md for what this module measured (empty when nothing was)."""
     parts: list[str] = []
@@ -122,7 +193,8 @@ def markdown(results: dict[str, Any]) -> str:
         parts.append(
             f"### Uncached browse queries, {store}, {q['issues']:,} issues{target}\n\n"
             f"Seeded through the projector in {q['seed_seconds']:.0f} s; {q['repeat']} runs per shape, "
-            f"page {q['limit']}.\n\n| shape | p50 ms | p95 ms | p99 ms | rows |\n|---|---:|---:|---:|---:|\n"
+            f"page {q['limit']}.{_compared(q)}\n\n"
+            "| shape | p50 ms | p95 ms | p99 ms | rows |\n|---|---:|---:|---:|---:|\n"
             + "\n".join(
                 f"| {s['shape']} | {s['p50_ms']:.2f} | {s['p95_ms']:.2f} | {s['p99_ms']:.2f} | {s['rows']} |"
                 + (" **over 20 ms**" if store == "sqlite" and s["p95_ms"] >= BROWSE_TARGET_P95_MS else "")

@@ -116,9 +116,18 @@ async def seed(store: SqliteViewStore, issues: int, users: int) -> float:
     return time.perf_counter() - started
 
 
-async def measure(store: SqliteViewStore, repeat: int, limit: int) -> list[tuple[str, list[float], int]]:
+async def measure(
+    store: SqliteViewStore,
+    repeat: int,
+    limit: int,
+    *,
+    docs: list[dict] | None = None,
+    pages: list[list[str]] | None = None,
+) -> list[tuple[str, list[float], int]]:
+    """Times per shape; parameters drawn from ``docs`` (default: the store's first 5,000 summaries) with a fixed
+    seed, so two stores given the same docs answer the same queries; each page's ids go to ``pages`` if given."""
     rng = random.Random(7)
-    docs = await store.find(Query("issue_summary", limit=5000))
+    docs = docs if docs is not None else await store.find(Query("issue_summary", limit=5000))
     results = []
     for name, make in SHAPES.items():
         times: list[float] = []
@@ -130,6 +139,8 @@ async def measure(store: SqliteViewStore, repeat: int, limit: int) -> list[tuple
             items, _ = await params.fetch(store)
             times.append((time.perf_counter() - started) * 1000)
             rows += len(items)
+            if pages is not None:
+                pages.append([item["id"] for item in items])
         results.append((name, times, rows // repeat))
     return results
 

@@ -25,7 +25,7 @@ class Targets:
 
 @dataclass(frozen=True)
 class Shares:
-    """Fractions of all requests (they sum to 1): cached reads, uncached browsing, commands, argon2, health."""
+    """Fractions of all requests (they sum to 1): detail and profile reads, browsing, commands, argon2, health."""
 
     cached_read: float = 0.35
     browse: float = 0.30
@@ -50,6 +50,7 @@ class Figures:
     writes_per_event: float = 1.5
     events_per_command: float = 1.0
     cache_hit_ratio: float = 0.9
+    browse_hit_ratio: float = 0.0  # browse pages served from the cache (first pages and feeds)
     shares: Shares = field(default_factory=Shares)
     headroom: float = 0.7  # run each process at this fraction of its measured rate
     session_s: float = 1800.0  # a user signs in once per session
@@ -91,7 +92,10 @@ def plan(t: Targets, f: Figures) -> Plan:
     argon2 = max(t.rps * s.argon2, t.users / f.session_s)
     if min(f.cached_read_rps, f.browse_rps, f.health_rps) <= 0:
         raise ValueError("a query per-core figure is zero: run bench/run first")
-    query_seconds = cached / f.cached_read_rps + browse / f.browse_rps + health / f.health_rps
+    # a browse hit costs what a cached read does; a miss is a view-store query
+    browse_hits = browse * f.browse_hit_ratio
+    query_seconds = (cached + browse_hits) / f.cached_read_rps + (browse - browse_hits) / f.browse_rps
+    query_seconds += health / f.health_rps
     query = math.ceil(query_seconds / h) if query_seconds else 0
     command = _procs(commands, f.command_rps, h)
     auth = _procs(argon2, f.signin_per_s, h)
@@ -99,14 +103,14 @@ def plan(t: Targets, f: Figures) -> Plan:
     projectors = _procs(events, f.projector_eps, h)
     partitions = max(2 * projectors, _procs(events, f.kafka_partition_msgs, 0.5), 1)
     view_writes = events * f.writes_per_event
-    view_reads = cached * (1 - f.cache_hit_ratio) + browse
-    redis_ops = cached + view_writes
+    view_reads = cached * (1 - f.cache_hit_ratio) + browse - browse_hits
+    redis_ops = cached + browse + view_writes
     redis = _procs(redis_ops, f.redis_ops, 0.5)
     store = _procs(view_writes, f.view_upserts, 0.5)
     rates = {
         "cached reads/s": cached, "browse reads/s": browse, "health checks/s": health, "commands/s": commands,
         "argon2 sign-ins and registrations/s": argon2, "events/s into the log": events,
-        "view writes/s": view_writes, "view-store reads/s (misses + browse)": view_reads,
+        "view writes/s": view_writes, "view-store reads/s (cache misses)": view_reads,
         "redis ops/s": redis_ops, "concurrent users per query process": t.users / max(1, query),
     }  # fmt: skip
     assumptions = [
@@ -116,7 +120,8 @@ def plan(t: Targets, f: Figures) -> Plan:
         "(where no step held that p99, the lowest step measured)",
         f"sign-ins at least users / session = {t.users} / {f.session_s:g}s; argon2 runs in its own auth processes",
         f"{f.events_per_command:g} event per command, {f.writes_per_event:.2f} view writes per event (measured)",
-        f"cache hit ratio {f.cache_hit_ratio:.0%} on detail and profile reads; browsing is uncached",
+        f"cache hit ratios {f.cache_hit_ratio:.0%} on detail and profile reads and {f.browse_hit_ratio:.0%} on "
+        "browse pages (the mix's, measured); a browse hit costs a cached read, a miss an uncached browse query",
         "Kafka: 2 partitions per projector worker for growth, each partition at <= 50 % of the raw "
         f"one-partition rate ({f.kafka_partition_msgs:,.0f} msg/s)",
         f"Redis and the view store at <= 50 % of their raw per-core rates ({f.redis_ops:,.0f} ops/s, "
@@ -148,8 +153,8 @@ def figures_from_results(results: dict[str, Any], p99_ms: float) -> Figures:
     kafka = ceil.get("kafka_produce_pipelined", {}).get("value", 0.0)
     drain = ceil.get("kafka_consume_drain", {}).get("value", 0.0)
     mix = results.get("mix", {})
-    # the model treats browsing as uncached, so the ratio it wants is the detail and profile reads' own
-    hit = (mix.get("cache_hit_ratios") or {}).get("views", mix.get("cache_hit_ratio"))
+    ratios = mix.get("cache_hit_ratios") or {}
+    hit, browse_hit = ratios.get("views", mix.get("cache_hit_ratio")), ratios.get("browse")
     return Figures(
         cached_read_rps=rate("cached_read"),
         browse_rps=rate("browse") or rate("cached_read"),
@@ -162,6 +167,7 @@ def figures_from_results(results: dict[str, Any], p99_ms: float) -> Figures:
         view_upserts=ceil.get("mongo_bulk_upsert", ceil.get("sqlite_bulk_upsert", {})).get("value", 0.0),
         writes_per_event=proj.get("writes_per_event", 1.5),
         cache_hit_ratio=hit if isinstance(hit, float) else 0.9,
+        browse_hit_ratio=browse_hit if isinstance(browse_hit, float) else 0.0,
     )
 
 

@@ -138,9 +138,9 @@ def _both(results: dict[str, Any]) -> list[str]:
       "(taskset); the engines are shared and unpinned, so the distributed deployment also uses CPU outside that "
       "core. Writes go to the command API and reads (GETs, health checks included) to the query API, as a load "
       "balancer splitting the shared paths by method would. Every command costs four or five FerretDB round "
-      "trips (commit slot, outbox entry, publish mark, outbox delete) and FerretDB v1 pushes no sort or limit "
-      "down to PostgreSQL, so the distributed figures are expected to be far lower on this machine; a production "
-      "MongoDB and more cores are what the capacity model scales to.\n")  # fmt: skip
+      "trips (commit slot, outbox entry, publish mark, outbox delete), and FerretDB v1 decodes every document it "
+      "reads (about 150 µs a nested field), so the distributed figures are expected to be far lower on this "
+      "machine; a production MongoDB and more cores are what the capacity model scales to.\n")  # fmt: skip
     meta = d.get("meta") or {}
     if meta:
         a(f"- command API: `{meta['command_api']}`; query API: `{meta['query_api']}`; projectors: "

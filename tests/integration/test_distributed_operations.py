@@ -99,6 +99,19 @@ async def _drop(topic: KafkaTopic, env: dict[str, str]) -> None:
     await client.close()
 
 
+def kafka_env(tag: str, topic: KafkaTopic, **values: str) -> dict[str, str]:
+    """The distributed deployment's settings for one test: its own topic, consumer group and MongoDB databases."""
+    return base_env(
+        event_log=f"kafka://{KAFKA}",
+        kafka_topic=topic.name,
+        kafka_partitions=str(topic.partitions),
+        projector_group=f"snapfix-test-{tag}",
+        write_store=f"{MONGO}/sfw_{tag}",
+        view_store=f"{MONGO}/sfv_{tag}",
+        **values,
+    )
+
+
 @pytest.fixture
 def deployment(tmp_path: Path) -> Iterator[Deployment]:
     """Sync on purpose: the CLI runs its own event loop (asyncio.run), which cannot nest in an async test."""
@@ -106,16 +119,7 @@ def deployment(tmp_path: Path) -> Iterator[Deployment]:
         require_engine(engine)
     tag = uuid.uuid4().hex[:10]
     topic = KafkaTopic(bootstrap=KAFKA, name=f"snapfix.test.{tag}", partitions=3)
-    env = base_env(
-        event_log=f"kafka://{KAFKA}",
-        kafka_topic=topic.name,
-        kafka_partitions="3",
-        projector_group=f"snapfix-test-{tag}",
-        write_store=f"{MONGO}/sfw_{tag}",
-        view_store=f"{MONGO}/sfv_{tag}",
-        cache="memory://",
-        process_managers="false",
-    )
+    env = kafka_env(tag, topic, cache="memory://", process_managers="false")
     try:
         positions = asyncio.run(_publish_history(topic, env["SNAPFIX_WRITE_STORE"]))
         head = asyncio.run(_head(topic))

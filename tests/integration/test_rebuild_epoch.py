@@ -41,10 +41,10 @@ from snapfix.redis_cache import RedisCache
 from tests.contract.backends import require_engine
 from tests.contract.test_cache import REDIS_URL, forget_keys
 from tests.integration.test_distributed import base_env
-from tests.integration.test_distributed_operations import _checkpoint, _drop, _head
+from tests.integration.test_distributed_operations import _checkpoint, _drop, _head, kafka_env
 from tests.integration.test_kafka_log_tools import _fill
 from tests.integration.test_operations import REPORT, event
-from tests.kafka_scratch import KAFKA, MONGO
+from tests.kafka_scratch import KAFKA
 from tests.processes import Role, free_port
 
 HISTORY = [
@@ -214,17 +214,7 @@ def on_kafka(tmp_path: Path) -> Iterator[Deployment]:
     tag = uuid.uuid4().hex[:10]
     topic = KafkaTopic(bootstrap=KAFKA, name=f"snapfix.test.{tag}", partitions=3)
     prefix = f"test-{tag}:"
-    env = base_env(
-        event_log=f"kafka://{KAFKA}",
-        kafka_topic=topic.name,
-        kafka_partitions="3",
-        projector_group=f"snapfix-test-{tag}",
-        write_store=f"{MONGO}/sfw_{tag}",
-        view_store=f"{MONGO}/sfv_{tag}",
-        cache=REDIS_URL,
-        cache_prefix=prefix,
-        process_managers="false",
-    )
+    env = kafka_env(tag, topic, cache=REDIS_URL, cache_prefix=prefix, process_managers="false")
     try:
         asyncio.run(_fill(topic, env["SNAPFIX_WRITE_STORE"], HISTORY))
         yield Deployment(env, prefix)

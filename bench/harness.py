@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
 import platform
 import shutil
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import structlog
 
 from bench import distributed, loadgen, raw
 from bench.loadgen import COMMANDS, Stats, find_peak, summarise, write_targets
@@ -496,6 +498,8 @@ def main() -> None:
                     "(mix), the browse shapes on SQLite at city scale (sqlite) or on FerretDB with and without the "
                     "ordered pushdown (ferretdb), merged into the existing bench/results.json")  # fmt: skip
     args = ap.parse_args()
+    # the in-process projector of the seeding steps logs every event at debug: a minute of output per 100,000
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     pin_self_to_load_core()
     prof = Profile(args.quick)
     work = Path(tempfile.mkdtemp(prefix="snapfix-bench-"))

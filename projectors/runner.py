@@ -15,7 +15,10 @@ shadow generation, with no cache write-through; it refuses anything that is not 
 The live runner also keeps the caches' epoch (snapfix/cache.py) in step with the views'
 generations: it publishes them on start and every ``EPOCH_CHECK_S`` (a rebuild publishes
 at its swap too, when it can reach the cache: an in-process cache it cannot), and it
-writes each batch through in the epoch it read after the commit.
+writes each batch through in the epoch it read after the commit. It also ends the epoch
+when it starts (it may follow a runner that died between a commit and its write-through)
+and after a write-through the cache did not take, once the cache answers: the cache's time
+to live then bounds memory, not how long an older copy can be served.
 """
 
 from __future__ import annotations
@@ -118,6 +121,10 @@ class ProjectionRunner:
         self._view_cache = view_cache
         self._epochs = cache if cache is not None else view_cache.cache if view_cache is not None else None
         self._epoch_published_at: float | None = None
+        # A runner that starts may follow one that died between a commit and its write-through, and a
+        # write-through that met a cache that was down left older copies in it: either way the cache's
+        # epoch ends at the next check that reaches it (check_epoch), so no entry outlives its change.
+        self._missed_write_through = True
         self._batch_size = batch_size
         self._idle_poll_s = idle_poll_s
         self._partial = partial
@@ -323,6 +330,13 @@ class ProjectionRunner:
             return None
         try:
             now = time.monotonic()
+            if self._missed_write_through:
+                await publish_views_epoch(self._epochs, self._store)
+                epoch = await self._epochs.incr(VIEWS_EPOCH)
+                self._missed_write_through = False
+                self._epoch_published_at = now
+                log.info("projection.cache_epoch_ended", projector=self.name, epoch=epoch)
+                return epoch
             if self._epoch_published_at is None or now - self._epoch_published_at >= EPOCH_CHECK_S:
                 epoch = await publish_views_epoch(self._epochs, self._store)
                 self._epoch_published_at = now
@@ -346,35 +360,40 @@ class ProjectionRunner:
             return
         try:
             epoch = (await self._epochs.counters([VIEWS_EPOCH]))[0]
-        except CacheError as error:  # the cache is down: it serves nothing, stale or not
-            log.warning("projection.cache_unavailable", projector=self.name, reason=str(error))
+        except CacheError as error:  # unreachable now; the older copies it holds go with its epoch later
+            self._missed(error)
             return
         through = epoch == before
         if self._view_cache is not None:
-            for change in changes:
-                if isinstance(change, Put) and change.collection in CACHED_COLLECTIONS:
-                    await self._view_cache.written(change.collection, change.doc, epoch, retire=not through)
-            # after the write-through above: a reader that sees the new stamp reads the new documents
+            # after the write-through: a reader that sees the new stamp reads the new documents
             issues = {
                 c.doc["id"] if isinstance(c, Put) else c.id for c in changes if c.collection in PUBLIC_DETAIL_SOURCES
             }
             try:
+                for change in changes:
+                    if isinstance(change, Put) and change.collection in CACHED_COLLECTIONS:
+                        await self._view_cache.written(change.collection, change.doc, epoch, retire=not through)
                 for issue_id in sorted(issues):
                     await self._view_cache.details.changed(issue_id, epoch=epoch)
                 for change in changes:
                     if isinstance(change, Put) and change.collection == FEEDS and change.doc["id"] != ORIGIN:
                         value = orjson.dumps(change.doc) if through else TOMBSTONE
                         await self._view_cache.feeds.changed(change.doc["id"], epoch=epoch, value=value)
-            except CacheError as error:  # the cache is down: it serves nothing, stale or not
-                log.warning("projection.cache_unavailable", projector=self.name, reason=str(error))
+            except CacheError as error:
+                self._missed(error)
         if self._cache is not None and any(isinstance(c, Put) and c.collection == "issue_summary" for c in changes):
             try:
                 generation = await self._cache.incr(BROWSE_GENERATION)
                 await self._cache.put_versioned(
                     BROWSE_GENERATION_VALUE, generation, str(generation).encode(), GENERATION_TTL_S, epoch=epoch
                 )
-            except CacheError as error:  # a cache that is down serves nothing stale; the views are what count
-                log.warning("projection.cache_unavailable", projector=self.name, reason=str(error))
+            except CacheError as error:
+                self._missed(error)
+
+    def _missed(self, error: CacheError) -> None:
+        """A write-through the cache did not take: its epoch ends once it answers again (see check_epoch)."""
+        self._missed_write_through = True
+        log.warning("projection.cache_unavailable", projector=self.name, reason=str(error))
 
     async def catch_up(self) -> int:
         """Apply everything the log holds now; returns the number of events."""

@@ -236,9 +236,11 @@ class ViewCache:
 
         ``retire``: store a tombstone instead, when the projector cannot tell whether the document
         was folded from the generation now live (see projectors/runner.py ``_after_commit``).
+        Raises CacheError: the projector must know that an older copy may still be served.
         """
         raw = TOMBSTONE if retire else orjson.dumps(doc)
-        await self._put(self.key(collection, doc["id"]), int(doc.get("version", 0)), raw, epoch)
+        await self.cache.put_versioned(self.key(collection, doc["id"]), int(doc.get("version", 0)), raw, self._ttl,
+                                       epoch=epoch)  # fmt: skip
 
     async def _put(self, key: str, version: int, raw: bytes, epoch: int) -> None:
         try:

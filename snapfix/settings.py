@@ -56,7 +56,12 @@ class Settings(BaseSettings):
     projector_batch_size: int = Field(500, ge=1, le=10000)
     projector_idle_poll_ms: int = Field(200, ge=1)
     cache_capacity: int = Field(50_000, ge=0, description="entries in the in-process LRU")
-    cache_ttl_s: int = Field(300, ge=1)
+    cache_ttl_s: int = Field(
+        3600,
+        ge=1,
+        description="how long a cached view document, detail or feed is kept: a memory bound, not a staleness one "
+        "(versions, stamps and the cache epoch retire what a change makes old)",
+    )
     max_page_size: int = Field(100, ge=1, le=1000)
     command_retries: int = Field(5, ge=0, le=50, description="retries of a command without If-Match on conflict")
 

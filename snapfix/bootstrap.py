@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 from collections.abc import Awaitable, Callable
@@ -33,6 +34,15 @@ def utc_now() -> datetime:
 
 
 @dataclass
+class SharedAnswer:
+    """The last answer of a costly read and when it was made, and the lock that lets one caller make it."""
+
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    body: Any = None
+    at: float = 0.0
+
+
+@dataclass
 class Container:
     """Everything a role needs, built once per process; tests build it with their own settings."""
 
@@ -50,6 +60,7 @@ class Container:
     clock: Callable[[], datetime] = utc_now
     cache_stats: CacheStats = field(default_factory=CacheStats)
     closers: list[Callable[[], object]] = field(default_factory=list)
+    status_answers: SharedAnswer = field(default_factory=SharedAnswer)  # GET /ops/status without a log
 
 
 def kafka_topic(settings: Settings) -> KafkaTopic:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable
 from typing import Any
 
@@ -11,7 +12,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from events.ports import EventLogError
 from snapfix.auth import ContainerDep
-from snapfix.bootstrap import open_log_reader
+from snapfix.bootstrap import Container, open_log_reader
 from snapfix.http import JSONResponse
 
 router = APIRouter(tags=["operations"])
@@ -20,6 +21,7 @@ router = APIRouter(tags=["operations"])
 # checks run side by side, each given up after this bound. The event log's first check starts a
 # Kafka consumer, which may legitimately take longer, so it keeps its client's own timeouts.
 PING_TIMEOUT_S = 1.0
+STATUS_SHARED_S = 1.0  # how long one GET /ops/status answer of a role without a log serves every caller
 
 
 async def _check(call: Awaitable[object], timeout_s: float | None = None) -> str:
@@ -64,13 +66,27 @@ async def ops_status(c: ContainerDep) -> Response:
         return JSONResponse({"projectors": [], "detail": "this role has no view store"})
     if c.log is not None:
         return JSONResponse({"projectors": await projector_status(c.views, c.log, c.runner)})
-    # A query API holds no log; lag needs its head, so read it for this request (the CLI does the same).
+    # A query API holds no log; lag needs its head, read through a reader opened for the purpose (the
+    # CLI does the same). That costs a log connection, and the route needs no credentials, so one answer
+    # serves every request for STATUS_SHARED_S: one reader at a time, however many ask.
+    shared = c.status_answers
+    async with shared.lock:
+        if shared.body is None or time.monotonic() - shared.at > STATUS_SHARED_S:
+            shared.body, shared.at = await _status_through_a_reader(c), time.monotonic()
+        body = shared.body
+    return JSONResponse(body)
+
+
+async def _status_through_a_reader(c: Container) -> dict[str, Any]:
+    from ops.status import projector_status
+
+    assert c.views is not None
     try:
         reader = await open_log_reader(c.settings)
     except EventLogError:
-        return JSONResponse({"projectors": await projector_status(c.views, None), "detail": "the log is unreachable"})
+        return {"projectors": await projector_status(c.views, None), "detail": "the log is unreachable"}
     try:
-        return JSONResponse({"projectors": await projector_status(c.views, reader)})
+        return {"projectors": await projector_status(c.views, reader)}
     finally:
         await reader.close()
 

@@ -21,8 +21,9 @@ from ops.cli import app
 from projectors.catalog import ALL
 from projectors.runner import ProjectionRunner
 from projectors.sqlite_views import SqliteViewStore
+from snapfix import ops_routes
 from snapfix.app import Role, create_app
-from snapfix.bootstrap import MAIN_PROJECTOR
+from snapfix.bootstrap import MAIN_PROJECTOR, open_log_reader
 from snapfix.settings import Settings
 
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
@@ -213,3 +214,30 @@ class TestDeadLettersAndStatus:
         (main,) = json.loads(cli(env, "status", "--json")[1])
         (served,) = asyncio.run(ops_route(env, "query"))["projectors"]
         assert served == main
+
+    def test_a_query_api_opens_one_log_reader_for_many_status_requests(
+        self, env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """The route needs no credentials: 20 requests at once, and again within a second, open one reader."""
+        opened: list[object] = []
+
+        async def counted(settings: Settings) -> Any:
+            reader = await open_log_reader(settings)
+            opened.append(reader)
+            return reader
+
+        monkeypatch.setattr(ops_routes, "open_log_reader", counted)
+        values = {k.removeprefix("SNAPFIX_").lower(): v for k, v in env.items() if k.startswith("SNAPFIX_")}
+        app = create_app(Settings(**values), "query")  # type: ignore[arg-type]
+
+        async def burst() -> list[httpx.Response]:
+            async with app.router.lifespan_context(app):
+                transport = httpx.ASGITransport(app=app)
+                async with httpx.AsyncClient(transport=transport, base_url="http://snapfix.test") as http:
+                    first = await asyncio.gather(*(http.get("/ops/status") for _ in range(20)))
+                    return [*first, await http.get("/ops/status")]
+
+        responses = asyncio.run(burst())
+        assert {r.status_code for r in responses} == {200}
+        assert len({r.content for r in responses}) == 1
+        assert len(opened) == 1

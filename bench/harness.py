@@ -387,8 +387,7 @@ class Run:
         """Browse shapes on FerretDB, with the ordered pushdown and without it, side by side on one database."""
         from bench import extras
 
-        p, out = self.p, self.results.setdefault("extras", {})
-        queries = out.setdefault("queries", {})
+        p, queries = self.p, self.results.setdefault("extras", {}).setdefault("queries", {})
         self.say(f"browse shapes on a city of {p.mongo_query_issues:,} issues in Mongo (FerretDB) views")
         queries.update(await extras.ferretdb_queries(MONGO_URL, PG_URL, p.mongo_query_issues, p.mongo_query_repeat,
                                                      self.say))  # fmt: skip
@@ -468,10 +467,27 @@ class Run:
                                   "time_cost": s.argon2_time_cost, "memory_kib": s.argon2_memory_kib}  # fmt: skip
 
 
+def previous_results(part: str) -> dict[str, Any]:
+    """The committed bench/results.json, marked as having ``part`` measured again now."""
+    previous: dict[str, Any] = orjson.loads((BENCH / "results.json").read_bytes())
+    previous["meta"][f"{part}_rerun"] = datetime.now(UTC).isoformat(timespec="seconds")
+    return previous
+
+
+def save(results: dict[str, Any]) -> None:
+    """bench/results.json, with the current ANALYSIS.md, and RESULTS.md and the plots rendered from it."""
+    from bench import report
+
+    analysis = BENCH / "ANALYSIS.md"
+    if analysis.exists():
+        results["analysis"] = analysis.read_text()
+    (BENCH / "results.json").write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2))
+    report.write(results, BENCH)
+
+
 def mixes(run: Run, prof: Profile, env: dict[str, str]) -> None:
     """The embedded mix and the distributed steps again, merged into bench/results.json (the rest kept)."""
-    previous = orjson.loads((BENCH / "results.json").read_bytes())
-    previous["meta"]["mix_rerun"] = datetime.now(UTC).isoformat(timespec="seconds")
+    previous = previous_results("mix")
     previous["notes"] = [n for n in previous["notes"] if "mix" not in n and "distributed" not in n]
     run.results = {**previous, "mix": {}, "distributed": {}}
     server: Server = snapfix_server("snapfix-embedded", env, run.logs)
@@ -483,10 +499,7 @@ def mixes(run: Run, prof: Profile, env: dict[str, str]) -> None:
         distributed.run(run, prof)
     finally:
         server.stop()
-        (BENCH / "results.json").write_bytes(orjson.dumps(run.results, option=orjson.OPT_INDENT_2))
-        from bench import report
-
-        report.write(run.results, BENCH)
+        save(run.results)
 
 
 def main() -> None:
@@ -526,29 +539,20 @@ def main() -> None:
         shutil.rmtree(work, ignore_errors=True)
         return
     if args.only in ("sqlite", "ferretdb"):
-        previous = orjson.loads((BENCH / "results.json").read_bytes())
-        previous["meta"][f"{args.only}_queries_rerun"] = datetime.now(UTC).isoformat(timespec="seconds")
-        run.results = previous
+        run.results = previous_results(f"{args.only}_queries")
         asyncio.run(run.sqlite_queries() if args.only == "sqlite" else run.ferretdb_queries())
-        (BENCH / "results.json").write_bytes(orjson.dumps(run.results, option=orjson.OPT_INDENT_2))
-        from bench import report
-
-        report.write(run.results, BENCH)
+        save(run.results)
         shutil.rmtree(work, ignore_errors=True)
         return
     if args.only:
-        previous = orjson.loads((BENCH / "results.json").read_bytes())
+        previous = previous_results("engines")
         previous["ceilings"] = {k: v for k, v in previous["ceilings"].items() if "curve" in v}
         previous["paths"] = {k: v for k, v in previous["paths"].items() if "curve" in v}
         previous["projector"], previous["notes"] = {}, [n for n in previous["notes"] if "/metrics" in n]
-        previous["meta"]["engines_rerun"] = datetime.now(UTC).isoformat(timespec="seconds")
         run.results = previous
         asyncio.run(run.engines())
         asyncio.run(run.projector())
-        (BENCH / "results.json").write_bytes(orjson.dumps(run.results, option=orjson.OPT_INDENT_2))
-        from bench import report
-
-        report.main()
+        save(run.results)
         shutil.rmtree(work, ignore_errors=True)
         return
     server: Server = snapfix_server("snapfix-embedded", env, run.logs)
@@ -576,13 +580,7 @@ def main() -> None:
         run.results["meta"]["commands"] = COMMANDS
         run.results["meta"]["seconds"] = time.time() - started
         run.results["meta"]["load_after"] = os.getloadavg()
-        analysis = BENCH / "ANALYSIS.md"
-        if analysis.exists():
-            run.results["analysis"] = analysis.read_text()
-        (BENCH / "results.json").write_bytes(orjson.dumps(run.results, option=orjson.OPT_INDENT_2))
-        from bench import report
-
-        report.write(run.results, BENCH)
+        save(run.results)
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
     run.say(f"done in {time.time() - started:.0f}s: bench/RESULTS.md, bench/results.json, bench/plots/")

@@ -365,7 +365,6 @@ class ProjectionRunner:
             return
         through = epoch == before
         if self._view_cache is not None:
-            # after the write-through: a reader that sees the new stamp reads the new documents
             issues = {
                 c.doc["id"] if isinstance(c, Put) else c.id for c in changes if c.collection in PUBLIC_DETAIL_SOURCES
             }
@@ -373,6 +372,7 @@ class ProjectionRunner:
                 for change in changes:
                     if isinstance(change, Put) and change.collection in CACHED_COLLECTIONS:
                         await self._view_cache.written(change.collection, change.doc, epoch, retire=not through)
+                # after the write-through above: a reader that sees the new stamp reads the new documents
                 for issue_id in sorted(issues):
                     await self._view_cache.details.changed(issue_id, epoch=epoch)
                 for change in changes:

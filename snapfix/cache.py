@@ -12,10 +12,12 @@ new generation of a view: its documents may keep their versions, and the per-key
 say nothing of generations, so the swap ends the epoch instead. The counter follows a
 label of the live generations of the cached views (``follow``; projectors/runner.py
 ``publish_views_epoch``): the rebuild publishes it right after its swap, and the live
-projector on start and every second after (the Kafka worker: with its next batch), so a
-swap also reaches an in-process cache the rebuild's own process cannot see, and a cache
-that was down at the swap. Publishing
-the same label again changes nothing, so any number of processes may do it. The check
+projector on start and every second after (the Kafka worker: on a timer between batches),
+so a swap also reaches an in-process cache the rebuild's own process cannot see, and a
+cache that was down at the swap. Publishing the same label again changes nothing, so any
+number of processes may do it. A projector also ends the epoch outright (``incr``) when
+it starts and after a write-through the cache did not take, so the time to live bounds
+memory, not how long an older copy can be served. The check
 costs no round trip of its own: the epoch is read with the value, and with the stamp
 (``counters``). Old entries are not deleted: they are never served again and age out.
 """

@@ -5,14 +5,27 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Generic, TypeVar
+from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 from events.envelope import Envelope, Metadata, Position
 from events.ports import EventStore
 from events.types import DomainEvent, payload_of
 from events.upcasting import decode
 
-S = TypeVar("S")
+
+class State(Protocol):
+    """What every aggregate's state is: a frozen dataclass with its id and the version it is at."""
+
+    __dataclass_fields__: ClassVar[dict[str, Any]]
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def version(self) -> int: ...
+
+
+S = TypeVar("S", bound=State)
 Evolve = Callable[[S, DomainEvent, datetime], S]
 
 
@@ -31,7 +44,7 @@ def fold(initial: S, evolve: Evolve[S], events: Sequence[Envelope]) -> Loaded[S]
         state = evolve(state, decode(env), env.occurred_at)
     version = events[-1].aggregate_version if events else 0
     position = events[-1].position if events else None
-    return Loaded(replace(state, version=version), version, position)  # type: ignore[type-var]
+    return Loaded(replace(state, version=version), version, position)
 
 
 async def load(store: EventStore, initial: S, evolve: Evolve[S], aggregate_id: str) -> Loaded[S]:

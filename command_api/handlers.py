@@ -10,20 +10,21 @@ import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any
 
 import orjson
 import structlog
 
 from command_api import commands as c
-from command_api import images
-from command_api.aggregates import Evolve, Loaded, envelopes, load
+from command_api import images, kinds
+from command_api.aggregates import Loaded, S, envelopes
 from command_api.domain import catalogue as catalogue_domain
 from command_api.domain import issue as issue_domain
 from command_api.domain import session as session_domain
 from command_api.domain import user as user_domain
 from command_api.domain.actor import Actor
-from command_api.domain.errors import AlreadyExists, Invalid, NotFound
+from command_api.domain.errors import AlreadyExists, DomainError, Invalid, NotFound
+from command_api.repository import AggregateKind, Current, Repository
 from command_api.security import Passwords
 from events import types as e
 from events.envelope import Metadata, Position
@@ -33,7 +34,6 @@ from snapfix import metrics
 from snapfix.blobs import BlobStore
 
 log = structlog.get_logger(__name__)
-S = TypeVar("S")
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,8 +81,11 @@ class PhotoLimits:
     max_pixels: int = 40_000_000
 
 
+Decide = Callable[[Loaded[S]], Awaitable[list[DomainEvent]] | list[DomainEvent]]
+
+
 class CommandHandlers:
-    """Every command of the write API, against one EventStore."""
+    """Every command of the write API, against one EventStore, through the state cache (command_api/repository.py)."""
 
     def __init__(
         self,
@@ -92,6 +95,8 @@ class CommandHandlers:
         retries: int = 5,
         blobs: BlobStore | None = None,
         photo_limits: PhotoLimits | None = None,
+        repository: Repository | None = None,
+        read_max_age_s: float = 1.0,
     ) -> None:
         self._store = store
         self._passwords = passwords
@@ -99,6 +104,9 @@ class CommandHandlers:
         self._retries = retries
         self._blobs = blobs
         self.photo_limits = photo_limits or PhotoLimits()
+        self.repository = repository or Repository(store)
+        # how long state that is only read (the catalogue, a user signing in) is trusted without a look at the log
+        self._read_max_age_s = read_max_age_s
         # Commands on one aggregate queue up inside a process instead of racing to a conflict;
         # across processes the log's optimistic concurrency still decides.
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
@@ -114,17 +122,15 @@ class CommandHandlers:
 
     async def _execute(
         self,
-        aggregate_type: str,
+        kind: AggregateKind[S],
         aggregate_id: str,
-        initial: S,
-        evolve: Evolve[S],
-        decide: Callable[[Loaded[S]], Awaitable[list[DomainEvent]] | list[DomainEvent]],
+        decide: Decide[S],
         meta: Metadata,
         expected_version: int | None = None,
         idem: Idempotency | None = None,
         claims: tuple[Claim, ...] = (),
     ) -> CommandResult:
-        """Load, decide, append. Without an expected version a conflict is retried on fresh state."""
+        """Decide on the aggregate's state and append. A conflict without If-Match is retried on fresh state."""
         async with self._lock(aggregate_id):
             if idem is not None:
                 replay = await self._replay(idem)
@@ -133,14 +139,12 @@ class CommandHandlers:
                 claims = (*claims, Claim(idem.claim_key, {"fingerprint": idem.fingerprint}))
             attempts = 1 if expected_version is not None else self._retries + 1
             for attempt in range(attempts):
-                loaded = await load(self._store, initial, evolve, aggregate_id)
-                if expected_version is not None and loaded.version != expected_version:
-                    raise ConcurrencyConflict(aggregate_id, expected_version, loaded.version)
-                decided = decide(loaded)
-                events = decided if isinstance(decided, list) else await decided
+                current = await self._current(kind, aggregate_id, expected_version, stale=attempt > 0)
+                current, events = await self._decided(kind, aggregate_id, current, decide, expected_version)
+                loaded = current.loaded
                 if not events:
                     return CommandResult(aggregate_id, loaded.version, loaded.position, noop=True)
-                batch = envelopes(aggregate_type, aggregate_id, loaded.version, events, meta, self._clock())
+                batch = envelopes(kind.name, aggregate_id, loaded.version, events, meta, self._clock())
                 try:
                     recorded = await self._store.append(aggregate_id, loaded.version, batch, claims)
                 except ConcurrencyConflict:
@@ -155,6 +159,7 @@ class CommandHandlers:
                         if replay is not None:
                             return replay
                     raise
+                self.repository.advanced(kind, loaded, events, recorded)
                 metrics.events_appended(recorded)
                 last = recorded[-1]
                 log.info(
@@ -165,6 +170,44 @@ class CommandHandlers:
                 )
                 return CommandResult(aggregate_id, last.aggregate_version, last.position)
             raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _current(
+        self, kind: AggregateKind[S], aggregate_id: str, expected_version: int | None, *, stale: bool
+    ) -> Current[S]:
+        """The state to decide on: cached unless the last attempt found the cache behind; checked against If-Match."""
+        if expected_version == 0 and not stale:  # a new aggregate: nothing to read, the append checks it is new
+            return _at(aggregate_id, self.repository.new(kind, aggregate_id), expected_version)
+        repo = self.repository
+        current = await (repo.refresh(kind, aggregate_id) if stale else repo.load(kind, aggregate_id))
+        if expected_version is not None and current.version != expected_version and not current.fresh:
+            current = await repo.refresh(kind, aggregate_id)  # the cache may be behind the log
+        return _at(aggregate_id, current, expected_version)
+
+    async def _decided(
+        self,
+        kind: AggregateKind[S],
+        aggregate_id: str,
+        current: Current[S],
+        decide: Decide[S],
+        expected_version: int | None,
+    ) -> tuple[Current[S], list[DomainEvent]]:
+        """The decision on state the log still holds: a cached state that decided nothing or refused is checked."""
+        while True:
+            try:
+                decided = decide(current.loaded)
+                events = decided if isinstance(decided, list) else await decided
+            except DomainError:
+                fresher = await self.repository.revalidate(kind, current)
+                if fresher is None:
+                    raise
+                current = _at(aggregate_id, fresher, expected_version)
+                continue
+            if events:
+                return current, events
+            fresher = await self.repository.revalidate(kind, current)
+            if fresher is None:
+                return current, events
+            current = _at(aggregate_id, fresher, expected_version)
 
     async def _replay(self, idem: Idempotency) -> CommandResult | None:
         record = await self._store.get_claim(idem.claim_key)
@@ -184,10 +227,8 @@ class CommandHandlers:
         meta = Metadata(actor_id=meta.actor_id or user_id, correlation_id=meta.correlation_id)
         try:
             return await self._execute(
-                "user",
+                kinds.USER,
                 user_id,
-                user_domain.User(id=user_id),
-                user_domain.evolve,
                 lambda _: user_domain.register(cmd, password_hash),
                 meta,
                 expected_version=0,
@@ -206,7 +247,7 @@ class CommandHandlers:
         return await self.user(record.aggregate_id)
 
     async def user(self, user_id: str) -> user_domain.User | None:
-        loaded = await load(self._store, user_domain.User(id=user_id), user_domain.evolve, user_id)
+        loaded = await self.repository.read(kinds.USER, user_id, self._read_max_age_s)
         return loaded.state if loaded.version else None
 
     async def authenticate(self, email: str, password: str) -> user_domain.User | None:
@@ -223,7 +264,9 @@ class CommandHandlers:
         expected_version: int | None = None,
         idem: Idempotency | None = None,
     ) -> CommandResult:
-        decide = lambda s: user_domain.change_profile(s.state, cmd, actor)  # noqa: E731
+        def decide(s: Loaded[user_domain.User]) -> list[DomainEvent]:
+            return user_domain.change_profile(s.state, cmd, actor)
+
         return await self._on_user(cmd.user_id, decide, meta, expected_version, idem)
 
     @metrics.counted
@@ -243,38 +286,24 @@ class CommandHandlers:
         idem: Idempotency | None = None,
     ) -> CommandResult:
         """A command on an existing user's aggregate."""
-        return await self._execute(
-            "user", user_id, user_domain.User(id=user_id), user_domain.evolve, decide, meta, expected_version, idem
-        )
+        return await self._execute(kinds.USER, user_id, decide, meta, expected_version, idem)
 
     # --- the catalogue ------------------------------------------------------------
 
     async def catalogue(self) -> catalogue_domain.Catalogue:
-        loaded = await load(
-            self._store, catalogue_domain.Catalogue(), catalogue_domain.evolve, catalogue_domain.CATALOGUE_ID
-        )
+        loaded = await self.repository.read(kinds.CATALOGUE, catalogue_domain.CATALOGUE_ID, self._read_max_age_s)
         return loaded.state
 
     @metrics.counted
     async def define_category(self, cmd: c.DefineCategory, actor: Actor, meta: Metadata) -> CommandResult:
         return await self._execute(
-            "catalogue",
-            catalogue_domain.CATALOGUE_ID,
-            catalogue_domain.Catalogue(),
-            catalogue_domain.evolve,
-            lambda s: catalogue_domain.define(s.state, cmd, actor),
-            meta,
+            kinds.CATALOGUE, catalogue_domain.CATALOGUE_ID, lambda s: catalogue_domain.define(s.state, cmd, actor), meta
         )
 
     @metrics.counted
     async def retire_category(self, cmd: c.RetireCategory, actor: Actor, meta: Metadata) -> CommandResult:
         return await self._execute(
-            "catalogue",
-            catalogue_domain.CATALOGUE_ID,
-            catalogue_domain.Catalogue(),
-            catalogue_domain.evolve,
-            lambda s: catalogue_domain.retire(s.state, cmd, actor),
-            meta,
+            kinds.CATALOGUE, catalogue_domain.CATALOGUE_ID, lambda s: catalogue_domain.retire(s.state, cmd, actor), meta
         )
 
     async def seed_catalogue(self, actor: Actor, meta: Metadata) -> None:
@@ -294,10 +323,8 @@ class CommandHandlers:
         department = category.department
         cmd = replace(cmd, attributes=catalogue_domain.check_answers(category, cmd.attributes))
         return await self._execute(
-            "issue",
+            kinds.ISSUE,
             cmd.issue_id,
-            issue_domain.Issue(id=cmd.issue_id),
-            issue_domain.evolve,
             lambda _: issue_domain.report(cmd, actor, department),
             meta,
             expected_version=0,
@@ -319,10 +346,8 @@ class CommandHandlers:
             await self._require_open_original(cmd.original_id)
         now = self._clock()
         return await self._execute(
-            "issue",
+            kinds.ISSUE,
             cmd.issue_id,
-            issue_domain.Issue(id=cmd.issue_id),
-            issue_domain.evolve,
             lambda s: issue_domain.decide(s.state, cmd, actor, now),
             meta,
             expected_version,
@@ -330,7 +355,7 @@ class CommandHandlers:
         )
 
     async def _require_open_original(self, original_id: str) -> None:
-        original = await load(self._store, issue_domain.Issue(id=original_id), issue_domain.evolve, original_id)
+        original = await self.repository.read(kinds.ISSUE, original_id, self._read_max_age_s)
         if not original.version:
             raise NotFound(f"original issue {original_id} does not exist")
         if original.state.status == issue_domain.DUPLICATE:
@@ -351,7 +376,7 @@ class CommandHandlers:
         assert self._blobs is not None, "this process has no blob store"
         photo_id = str(uuid.uuid4())
         now = self._clock()
-        current = await load(self._store, issue_domain.Issue(id=issue_id), issue_domain.evolve, issue_id)
+        current = await self.repository.read(kinds.ISSUE, issue_id, 0.0)
         probe = c.AddPhoto(issue_id, photo_id, "probe", "image/jpeg", 1, 1, 1)
         issue_domain.decide(current.state, probe, actor, now)  # refuse early, before the costly decoding
         limits = self.photo_limits
@@ -366,12 +391,10 @@ class CommandHandlers:
                 await blobs.put(blob_key, clean.data, clean.content_type)
             return events
 
-        return await self._execute(
-            "issue", issue_id, issue_domain.Issue(id=issue_id), issue_domain.evolve, decide, meta, None, idem
-        )
+        return await self._execute(kinds.ISSUE, issue_id, decide, meta, None, idem)
 
     async def issue_state(self, issue_id: str) -> issue_domain.Issue:
-        return (await load(self._store, issue_domain.Issue(id=issue_id), issue_domain.evolve, issue_id)).state
+        return (await self.repository.read(kinds.ISSUE, issue_id, self._read_max_age_s)).state
 
     # --- sign-in sessions ---------------------------------------------------------
 
@@ -379,10 +402,8 @@ class CommandHandlers:
     async def start_session(self, user_id: str, family: str, token_id: str, meta: Metadata) -> CommandResult:
         cmd = c.StartSession(session_domain.aggregate_id(family), user_id, token_id)
         return await self._execute(
-            "session",
+            kinds.SESSION,
             cmd.session_id,
-            session_domain.Session(id=cmd.session_id),
-            session_domain.evolve,
             lambda _: session_domain.start(cmd),
             meta,
             expected_version=0,
@@ -400,9 +421,7 @@ class CommandHandlers:
             decided[:] = session_domain.rotate(s.state, cmd)
             return list(decided)
 
-        result = await self._execute(
-            "session", cmd.session_id, session_domain.Session(id=cmd.session_id), session_domain.evolve, decide, meta
-        )
+        result = await self._execute(kinds.SESSION, cmd.session_id, decide, meta)
         if any(isinstance(event, e.SessionRevoked) for event in decided):
             log.warning("auth.refresh_reuse", session_id=cmd.session_id)
             raise session_domain.RefreshTokenReused(
@@ -414,10 +433,8 @@ class CommandHandlers:
     async def end_session(self, user_id: str, family: str, meta: Metadata) -> CommandResult:
         cmd = c.EndSession(session_domain.aggregate_id(family), user_id)
         return await self._execute(
-            "session",
+            kinds.SESSION,
             cmd.session_id,
-            session_domain.Session(id=cmd.session_id),
-            session_domain.evolve,
             lambda s: session_domain.end(s.state, cmd),
             meta,
         )
@@ -433,10 +450,8 @@ class CommandHandlers:
         aggregate_id = f"notification-{notification_id}"
         try:
             await self._execute(
-                "notification",
+                kinds.NOTIFICATION,
                 aggregate_id,
-                _Nothing(id=aggregate_id),
-                _no_evolve,
                 lambda _: [e.NotificationEmailed(user_id=user_id, issue_id=issue_id)],
                 Metadata(actor_id="system"),
                 expected_version=0,
@@ -446,13 +461,8 @@ class CommandHandlers:
         return True
 
 
-@dataclass(frozen=True, slots=True)
-class _Nothing:
-    """The state of an aggregate whose only rule is "once" (enforced by its expected version)."""
-
-    id: str
-    version: int = 0
-
-
-def _no_evolve(state: _Nothing, event: DomainEvent, occurred_at: datetime) -> _Nothing:  # noqa: ARG001
-    return state
+def _at(aggregate_id: str, current: Current[S], expected_version: int | None) -> Current[S]:
+    """``current``, unless it is not at the version an If-Match asked for."""
+    if expected_version is not None and current.version != expected_version:
+        raise ConcurrencyConflict(aggregate_id, expected_version, current.version)
+    return current

@@ -58,12 +58,46 @@ class ClaimTaken(Exception):
         self.record = record
 
 
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """An aggregate's decided state at one version, kept beside the log so a load reads only what came after.
+
+    Never trusted over the log: it names the event it was folded up to (``last_event_id``), and a
+    loader that finds another event at that version, or a ``fingerprint`` of other folds or event
+    schemas than its own, discards it and folds from the log.
+    """
+
+    aggregate_id: str
+    aggregate_type: str
+    version: int
+    last_event_id: str
+    position: Position | None
+    fingerprint: str
+    state: Mapping[str, Any]
+
+
 class EventStore(abc.ABC):
     """The write side's view of the log: one aggregate's stream, appended with optimistic concurrency."""
 
     @abc.abstractmethod
-    async def load(self, aggregate_id: str) -> list[Envelope]:
-        """All events of one aggregate, versions 1..n in order (empty if it does not exist)."""
+    async def load(self, aggregate_id: str, after_version: int = 0) -> list[Envelope]:
+        """The aggregate's events after ``after_version``, in version order (empty if there are none).
+
+        ``after_version`` must be 0 or the last version of an append (what a snapshot or a cached
+        state was folded up to), so a store that keeps appends as units can start there.
+        """
+
+    @abc.abstractmethod
+    async def version_of(self, aggregate_id: str) -> int:
+        """The version of the aggregate's newest event, 0 when it has none: one keyed lookup, never a scan."""
+
+    @abc.abstractmethod
+    async def load_snapshot(self, aggregate_id: str) -> Snapshot | None:
+        """The snapshot kept for the aggregate, if the log holds the event it names at its version."""
+
+    @abc.abstractmethod
+    async def save_snapshot(self, snapshot: Snapshot) -> None:
+        """Keep a snapshot, replacing an older one of the same aggregate (a newer one already kept stays)."""
 
     @abc.abstractmethod
     async def append(

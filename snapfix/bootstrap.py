@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from argon2 import PasswordHasher
 
 from command_api.handlers import CommandHandlers, PhotoLimits
+from command_api.repository import Repository
 from command_api.security import Passwords
 from events.ports import EventLog, EventStore
 from projectors.catalog import ALL
@@ -170,6 +171,8 @@ async def build(settings: Settings, *, write: bool = True, read: bool = True, pr
     if write:
         assert c.store is not None
         hasher = PasswordHasher(time_cost=settings.argon2_time_cost, memory_cost=settings.argon2_memory_kib)
+        repository = Repository(c.store, capacity=settings.aggregate_cache_size, snapshot_every=settings.snapshot_every)
+        c.closers.append(repository.close)  # after the log's close in the list: closers run in reverse
         c.handlers = CommandHandlers(
             c.store,
             Passwords(hasher),
@@ -177,6 +180,8 @@ async def build(settings: Settings, *, write: bool = True, read: bool = True, pr
             settings.command_retries,
             blobs=c.blobs,
             photo_limits=PhotoLimits(settings.photo_max_bytes, settings.photo_max_pixels),
+            repository=repository,
+            read_max_age_s=settings.aggregate_read_max_age_ms / 1000,
         )
     if read or project:
         c.views = await open_view_store(settings)

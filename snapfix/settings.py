@@ -64,6 +64,19 @@ class Settings(BaseSettings):
     )
     max_page_size: int = Field(100, ge=1, le=1000)
     command_retries: int = Field(5, ge=0, le=50, description="retries of a command without If-Match on conflict")
+    snapshot_every: int = Field(
+        100, ge=2, le=1_000_000, description="events between two snapshots of an aggregate, kept beside the log"
+    )
+    aggregate_cache_size: int = Field(
+        100_000, ge=0, description="aggregates whose decided state a command API keeps in memory (LRU)"
+    )
+    aggregate_read_max_age_ms: int = Field(
+        1000,
+        ge=0,
+        le=60_000,
+        description="how long state that a command only reads (the catalogue, a user signing in) is trusted "
+        "without a look at the log; state a command appends to is always checked by the append",
+    )
 
     blob_store: str = Field(
         "file://./data/blobs", description="file:///path, or mongodb://host/db (GridFS) when roles run apart"

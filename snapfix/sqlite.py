@@ -72,8 +72,9 @@ def transaction(conn: sqlite3.Connection, body: Callable[[sqlite3.Connection], T
     conn.execute("BEGIN IMMEDIATE")
     try:
         result = body(conn)
+        conn.execute("COMMIT")
     except BaseException:
-        conn.execute("ROLLBACK")
+        if conn.in_transaction:  # a failed COMMIT (disk full, I/O error) leaves the transaction open
+            conn.execute("ROLLBACK")
         raise
-    conn.execute("COMMIT")
     return result

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from events.envelope import Envelope
-from events.ports import Claim, ClaimTaken, ConcurrencyConflict, EventLog, EventStore
+from events.ports import Claim, ClaimTaken, ConcurrencyConflict, EventLog, EventStore, Snapshot
 from events.sqlite_log import SqliteEventLog
 from tests.contract.backends import require_engine, sqlite_url
 from tests.kafka_scratch import kafka_scratch
@@ -31,6 +31,23 @@ async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterat
         require_engine("mongodb")
         async with kafka_scratch() as scratch:
             yield await scratch.store(), await scratch.log()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("kafka", marks=pytest.mark.engines)])
+async def two_stores(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[tuple[EventStore, EventStore]]:
+    """Two write sides over one log, as two command-API processes have."""
+    if request.param == "sqlite":
+        logs = [SqliteEventLog(sqlite_url(tmp_path, "events")) for _ in range(2)]
+        for log in logs:
+            await log.open()
+        yield logs[0], logs[1]
+        for log in logs:
+            await log.close()
+    elif request.param == "kafka":
+        require_engine("kafka")
+        require_engine("mongodb")
+        async with kafka_scratch() as scratch:
+            yield await scratch.store(), await scratch.store()
 
 
 def events_for(aggregate_id: str, after: int, n: int, kind: str = "IssueUpvoted") -> list[Envelope]:
@@ -218,3 +235,93 @@ class TestReadingTheLog:
         await log.wait(checkpoint, 5.0)
         await writer
         assert time.monotonic() - started < 4.0
+
+
+def snapshot_of(recorded: list[Envelope], state: dict[str, object], fingerprint: str = "f1") -> Snapshot:
+    last = recorded[-1]
+    return Snapshot(
+        last.aggregate_id, "issue", last.aggregate_version, last.event_id, last.position, fingerprint, state
+    )
+
+
+class TestTailsAndHeads:
+    async def test_a_load_after_a_version_returns_only_the_later_events(self, backend: Backend) -> None:
+        """load(after_version=n) starts at n + 1, where an append ended: what a snapshot or a cached state needs."""
+        store, _ = backend
+        agg = str(uuid.uuid4())
+        await store.append(agg, 0, events_for(agg, 0, 3))
+        await store.append(agg, 3, events_for(agg, 3, 2))
+        assert [e.aggregate_version for e in await store.load(agg, 3)] == [4, 5]
+        assert await store.load(agg, 5) == []
+        assert [e.aggregate_version for e in await store.load(agg, 0)] == [1, 2, 3, 4, 5]
+
+    async def test_the_version_of_an_aggregate_follows_every_writer(
+        self, two_stores: tuple[EventStore, EventStore]
+    ) -> None:
+        """version_of is 0 for an unknown aggregate and sees what another process appended."""
+        first, second = two_stores
+        agg = str(uuid.uuid4())
+        assert await first.version_of(agg) == 0
+        await first.append(agg, 0, events_for(agg, 0, 2))
+        assert await first.version_of(agg) == 2
+        await second.append(agg, 2, events_for(agg, 2, 1))
+        assert await first.version_of(agg) == 3
+        assert [e.aggregate_version for e in await first.load(agg, 2)] == [3]
+
+
+class TestSnapshots:
+    async def test_a_kept_snapshot_loads_back_in_another_process(
+        self, two_stores: tuple[EventStore, EventStore]
+    ) -> None:
+        """What one write side keeps beside the log, another reads back field for field."""
+        first, second = two_stores
+        agg = str(uuid.uuid4())
+        recorded = await first.append(agg, 0, events_for(agg, 0, 3))
+        await first.save_snapshot(snapshot_of(recorded, {"upvoters": ["u1", "u2", "u3"], "status": "reported"}))
+        kept = await second.load_snapshot(agg)
+        assert kept == snapshot_of(recorded, {"upvoters": ["u1", "u2", "u3"], "status": "reported"})
+        assert await first.load_snapshot(str(uuid.uuid4())) is None
+
+    async def test_a_newer_snapshot_replaces_an_older_one_and_never_the_reverse(self, backend: Backend) -> None:
+        """Writers that race keep the furthest snapshot."""
+        store, _ = backend
+        agg = str(uuid.uuid4())
+        early = await store.append(agg, 0, events_for(agg, 0, 2))
+        await store.save_snapshot(snapshot_of(early, {"n": 2}))
+        late = await store.append(agg, 2, events_for(agg, 2, 2))
+        await store.save_snapshot(snapshot_of(late, {"n": 4}))
+        kept = await store.load_snapshot(agg)
+        assert kept is not None
+        assert (kept.version, kept.state) == (4, {"n": 4})
+
+    async def test_a_snapshot_naming_an_event_the_log_does_not_hold_is_never_handed_out(self, backend: Backend) -> None:
+        """A snapshot is not trusted over the log: its version's event must be the one it names."""
+        store, _ = backend
+        agg = str(uuid.uuid4())
+        recorded = await store.append(agg, 0, events_for(agg, 0, 2))
+        wrong = Snapshot(agg, "issue", 2, str(uuid.uuid4()), recorded[-1].position, "f1", {"n": 2})
+        await store.save_snapshot(wrong)
+        assert await store.load_snapshot(agg) is None
+
+
+class TestGroupCommit:
+    async def test_one_stale_append_never_fails_the_appends_committed_with_it(self, backend: Backend) -> None:
+        """Fifty appends at once, one stale: they share commits, 49 land at positions of their own, one conflicts."""
+        store, _ = backend
+        stale_agg = str(uuid.uuid4())
+        await store.append(stale_agg, 0, events_for(stale_agg, 0, 1))
+        fresh = [str(uuid.uuid4()) for _ in range(49)]
+        results = await asyncio.gather(
+            store.append(stale_agg, 0, events_for(stale_agg, 0, 1)),
+            *(store.append(a, 0, events_for(a, 0, 2)) for a in fresh),
+            return_exceptions=True,
+        )
+        assert isinstance(results[0], ConcurrencyConflict)
+        landed = [r for r in results[1:] if isinstance(r, list)]
+        assert len(landed) == 49
+        positions = [e.position for batch in landed for e in batch]
+        assert len(set(positions)) == 98
+        for agg in fresh:
+            assert [e.aggregate_version for e in await store.load(agg)] == [1, 2]
+        assert [e.aggregate_version for e in await store.load(stale_agg)] == [1]
+        assert max(store.group_sizes) > 1  # type: ignore[attr-defined] - both adapters report their groups

@@ -6,6 +6,7 @@ from fastapi import APIRouter, FastAPI, Request
 
 from command_api.handlers import IdempotencyMismatch
 from command_api.routes import catalogue, issues, photos, users
+from command_api.security import PasswordsBusy
 from events.ports import ConcurrencyConflict, EventLogError
 from snapfix.http import ProblemResponse, problem
 
@@ -32,6 +33,12 @@ def install_command_errors(app: FastAPI) -> None:
     @app.exception_handler(IdempotencyMismatch)
     async def _idem(_: Request, exc: IdempotencyMismatch) -> ProblemResponse:
         return problem(422, "idempotency-key-reused", "Idempotency-Key reused", str(exc))
+
+    @app.exception_handler(PasswordsBusy)
+    async def _busy(_: Request, exc: PasswordsBusy) -> ProblemResponse:
+        return problem(
+            503, "busy", "Too many sign-ins at once", str(exc), headers={"Retry-After": str(exc.retry_after_s)}
+        )
 
     @app.exception_handler(EventLogError)
     async def _log_down(_: Request, exc: EventLogError) -> ProblemResponse:  # noqa: ARG001

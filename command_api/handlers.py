@@ -28,7 +28,7 @@ from command_api.repository import AggregateKind, Current, Repository
 from command_api.security import Passwords
 from events import types as e
 from events.envelope import Metadata, Position
-from events.ports import Claim, ClaimTaken, ConcurrencyConflict, EventStore
+from events.ports import Claim, ClaimTaken, ConcurrencyConflict, EventLogError, EventStore
 from events.types import DomainEvent
 from snapfix import metrics
 from snapfix.blobs import BlobStore
@@ -251,9 +251,25 @@ class CommandHandlers:
         return loaded.state if loaded.version else None
 
     async def authenticate(self, email: str, password: str) -> user_domain.User | None:
+        """The user whose email and password these are; a hash made with older argon2 parameters is renewed."""
         user = await self.user_by_email(email)
-        ok = await self._passwords.verify(user.password_hash if user else None, password)
-        return user if ok and user else None
+        checked = await self._passwords.check(user.password_hash if user else None, password)
+        if not checked.ok or user is None:
+            return None
+        if checked.rehashed is not None:
+            await self._rehash(user, checked.rehashed)
+        return user
+
+    async def _rehash(self, user: user_domain.User, password_hash: str) -> None:
+        """Best effort: a sign-in never fails because its hash could not be renewed (the next one tries again)."""
+        try:
+            await self._on_user(
+                user.id,
+                lambda s: user_domain.rehash_password(s.state, password_hash),
+                Metadata(actor_id=user.id),
+            )
+        except (ConcurrencyConflict, EventLogError) as error:
+            log.warning("auth.rehash_failed", user_id=user.id, reason=str(error))
 
     @metrics.counted
     async def change_profile(

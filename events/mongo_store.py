@@ -213,7 +213,8 @@ class MongoEventStore(EventStore):
     async def open(self) -> None:
         try:
             await self._client.admin.command("ping")
-            await self._outbox.create_index([("aggregate_id", 1), ("after", 1)])
+            if self._publisher is not None:  # a writer finds an aggregate's unpublished commits by it
+                await self._outbox.create_index([("aggregate_id", 1), ("after", 1)])
         except PyMongoError as e:
             raise EventLogError(f"cannot reach the write store: {e}") from e
         if self._publisher is not None:

@@ -117,6 +117,9 @@ class EventStore(abc.ABC):
     async def get_claim(self, key: str) -> ClaimRecord | None:
         """The claim held under ``key``, if any."""
 
+    async def close(self) -> None:  # noqa: B027 - optional for adapters without resources
+        """Release connections."""
+
 
 class EventLog(abc.ABC):
     """The read side's view of the log: every event in log order, from a checkpoint."""

@@ -50,6 +50,12 @@ class UserRoleRevoked(UserEvent):
     role: str
 
 
+class UserPasswordRehashed(UserEvent):
+    """The password was hashed again at sign-in because the server's argon2 parameters changed."""
+
+    password_hash: str
+
+
 # --- the service catalogue ---------------------------------------------------
 
 
@@ -238,6 +244,7 @@ EVENT_CLASSES: tuple[type[DomainEvent], ...] = (
     UserProfileChanged,
     UserRoleGranted,
     UserRoleRevoked,
+    UserPasswordRehashed,
     CategoryDefined,
     CategoryRetired,
     IssueReported,

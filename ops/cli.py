@@ -104,7 +104,7 @@ def projectors() -> None:
 async def _tail(settings: Settings) -> None:
     import signal
 
-    from snapfix import metrics
+    from snapfix import loop_lag, metrics
 
     # The process managers command (thumbnails, email claims): they need the write side.
     container = await bootstrap.build(settings, write=settings.process_managers, read=False, project=True)
@@ -116,7 +116,9 @@ async def _tail(settings: Settings) -> None:
         loop.add_signal_handler(sig, stop.set)
     try:
         await asyncio.gather(
-            container.runner.run_forever(stop), *(m.run_forever(stop) for m in container.process_managers)
+            container.runner.run_forever(stop),
+            *(m.run_forever(stop) for m in container.process_managers),
+            loop_lag.monitor(stop),
         )
     finally:
         await bootstrap.close(container)
@@ -197,9 +199,7 @@ def seed(
     project: Annotated[bool, typer.Option(help="build the views now with the projector")] = True,
 ) -> None:
     """Fill the event log with a realistic city (users, issues, upvotes, status histories) for demos and benches."""
-    from argon2 import PasswordHasher
-
-    from command_api.security import Passwords
+    from command_api.security import Argon2Parameters, Passwords
     from ops.seed import SEED_PASSWORD, Plan, write
 
     settings = _settings()
@@ -208,8 +208,10 @@ def seed(
         container = await bootstrap.build(settings, write=True, read=project, project=project)
         try:
             assert container.store is not None
-            hasher = PasswordHasher(time_cost=settings.argon2_time_cost, memory_cost=settings.argon2_memory_kib)
-            password_hash = await Passwords(hasher).hash(SEED_PASSWORD)
+            parameters = Argon2Parameters(
+                settings.argon2_time_cost, settings.argon2_memory_kib, settings.argon2_parallelism
+            )
+            password_hash = await Passwords(parameters=parameters).hash(SEED_PASSWORD)
             with typer.progressbar(length=issues + users, label="seeding", file=sys.stderr) as bar:
                 written = await write(container.store, Plan(issues, users, random_seed), password_hash, bar.update)
             applied = await container.runner.catch_up() if container.runner is not None else 0

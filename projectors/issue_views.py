@@ -213,6 +213,6 @@ issue_summary = Projection(
     summary_collection,
     by_aggregate("issue"),
     fold_summary,
-    rollups=(Rollup(feeds.feed_collection, feeds.feed_keys, roll_feed, origin=feeds.ORIGIN),),
+    rollups=(Rollup(feeds.feed_collection, feeds.feed_keys, roll_feed, origin=feeds.ORIGIN, stored=feeds.stored_feed),),
 )
 issue_detail = Projection(detail_collection, by_aggregate("issue"), fold_detail)

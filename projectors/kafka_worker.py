@@ -33,7 +33,7 @@ from faust.types import TP
 from events.envelope import Envelope
 from events.kafka_log import ensure_topic, record_to_envelope
 from projectors.runner import EPOCH_CHECK_S, ProjectionRunner
-from snapfix import bootstrap, metrics
+from snapfix import bootstrap, loop_lag, metrics
 from snapfix.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -150,6 +150,7 @@ async def run_process_managers(settings: Settings) -> None:
             delay = min(delay * 2, 30.0)
     stop = asyncio.Event()
     tasks = [asyncio.create_task(m.run_forever(stop), name=m.name) for m in container.process_managers]
+    tasks.append(asyncio.create_task(loop_lag.monitor(stop), name="loop-lag"))
     log.info("projector.worker.process_managers", names=[m.name for m in container.process_managers])
     try:
         await asyncio.gather(*tasks)

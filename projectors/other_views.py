@@ -22,6 +22,8 @@ def fold_user(doc: Doc | None, env: Envelope, event: e.DomainEvent) -> Doc | Non
         }
     elif doc is None:
         return None
+    elif isinstance(event, e.UserPasswordRehashed):  # nothing the profile shows: only its version moves
+        return {**doc, "version": env.aggregate_version}
     else:
         new = {**doc}
         match event:

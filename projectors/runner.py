@@ -24,6 +24,7 @@ to live then bounds memory, not how long an older copy can be served.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import traceback
 from collections.abc import Sequence
@@ -114,6 +115,9 @@ class ProjectionRunner:
             }
         )
         self._rolled = frozenset(r.collection.name for p in self._projections for r in p.rollups)
+        self._stored = {
+            r.collection.name: r.stored for p in self._projections for r in p.rollups if r.stored is not None
+        }
         self.rebuilding = bool(generations)
         self._log = event_log
         self._store = store
@@ -239,7 +243,11 @@ class ProjectionRunner:
                 )
         # Roll-ups first: a store without transactions that stops midway then never counts twice (see Rollup).
         ordered = sorted(touched.items(), key=lambda item: item[0][0] not in self._rolled)
-        changes: list[Change] = [Put(self._target[col], doc) for (col, _), doc in ordered if doc is not None]
+        changes: list[Change] = [
+            Put(self._target[col], self._stored[col](doc) if col in self._stored else doc)
+            for (col, _), doc in ordered
+            if doc is not None
+        ]
         return self._origins() + changes + dead, checkpoint
 
     def _origins(self) -> list[Change]:
@@ -417,6 +425,12 @@ class ProjectionRunner:
                 log.warning("projector.retry", projector=self.name, reason=self.last_error)
                 await asyncio.sleep(1.0)
         log.info("projector.stopped", projector=self.name, checkpoint=self.checkpoint)
+
+    async def progressed(self, timeout: float) -> None:
+        """Return after the next batch is committed, or after ``timeout`` seconds."""
+        async with self._progress:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._progress.wait(), timeout)
 
     def reached(self, partition: int, offset: int) -> bool:
         return self.checkpoint.get(partition, -1) >= offset  # Kafka offsets start at 0

@@ -4,9 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import structlog
 
 from events.envelope import Position
+from events.ports import EventLogError
 from snapfix.bootstrap import MAIN_PROJECTOR, Container
+
+log = structlog.get_logger(__name__)
+T = TypeVar("T")
 
 
 async def wait_for_token(c: Container, token: str) -> bool:
@@ -26,3 +34,33 @@ async def wait_for_token(c: Container, token: str) -> bool:
             return False
         await asyncio.sleep(delay)
         delay = min(delay * 2, 0.05)
+
+
+async def once_projected(c: Container, aggregate_id: str, fetch: Callable[[], Awaitable[T | None]]) -> T | None:
+    """What ``fetch`` finds once the views show an aggregate the log already holds, within the consistency bound.
+
+    Called after ``fetch`` found nothing: a client following the ``Location`` of a 201 gets the
+    resource, not a 404. One keyed lookup in the write side tells a new aggregate from an id
+    nobody created, which gets None at once, with no wait and no scan of the log.
+    """
+    if c.existence is None:
+        return None
+    try:
+        if await c.existence.version_of(aggregate_id) == 0:
+            return None
+    except EventLogError as error:  # the write side is down: answer from the views alone
+        log.warning("consistency.existence_unavailable", reason=str(error))
+        return None
+    deadline = time.monotonic() + c.settings.consistency_wait_ms / 1000
+    delay = 0.002
+    while (left := deadline - time.monotonic()) > 0:
+        if c.runner is not None:  # the projector runs here: wake when it commits a batch
+            await c.runner.progressed(min(left, 0.05))
+        else:
+            await asyncio.sleep(min(delay, left))
+            delay = min(delay * 2, 0.05)
+        found = await fetch()
+        if found is not None:
+            return found
+    log.info("consistency.not_projected_in_time", aggregate_id=aggregate_id)
+    return None

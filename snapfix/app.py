@@ -18,7 +18,7 @@ from events.envelope import Metadata
 from query_api.app import install_query_errors
 from query_api.app import router as query_router
 from query_api.fast_detail import FastDetail
-from snapfix import bootstrap
+from snapfix import bootstrap, loop_lag
 from snapfix.http import CorrelationMiddleware, install_error_handlers
 from snapfix.limits import LimitsMiddleware
 from snapfix.ops_routes import router as ops_router
@@ -71,6 +71,7 @@ def create_app(settings: Settings, role: Role = "all") -> FastAPI:
             await container.runner.catch_up()
             task = asyncio.create_task(container.runner.run_forever(stop), name="projector")
         managers = [asyncio.create_task(m.run_forever(stop), name=m.name) for m in container.process_managers]
+        managers.append(asyncio.create_task(loop_lag.monitor(stop), name="loop-lag"))
         run_relay = getattr(container.store, "run_relay", None)
         if write and run_relay is not None:  # publishes what a crashed command API left in the outbox
             managers.append(asyncio.create_task(run_relay(stop), name="outbox-relay"))

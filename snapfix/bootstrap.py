@@ -10,11 +10,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from argon2 import PasswordHasher
-
 from command_api.handlers import CommandHandlers, PhotoLimits
 from command_api.repository import Repository
-from command_api.security import Passwords
+from command_api.security import Argon2Parameters, Passwords
 from events.ports import EventLog, EventStore
 from projectors.catalog import ALL
 from projectors.ports import Collection, ViewStore
@@ -49,6 +47,9 @@ class Container:
 
     settings: Settings
     store: EventStore | None = None
+    # the write side's store, asked only whether an aggregate exists: a read of an id the log holds
+    # but the views do not show yet waits for them instead of answering 404 (query_api/consistency.py)
+    existence: EventStore | None = None
     log: EventLog | None = None
     views: ViewStore | None = None
     cache: Cache | None = None
@@ -126,6 +127,18 @@ async def open_log_reader(settings: Settings) -> EventLog:
     return sqlite_log
 
 
+async def open_store_reader(settings: Settings) -> EventStore:
+    """The write side's store for a role that only asks it whether an aggregate exists (no producer)."""
+    if settings.event_log.startswith("kafka:"):
+        from events.mongo_store import MongoEventStore
+
+        reader = MongoEventStore(settings.write_store, None)
+        await reader.open()
+        return reader
+    store, _ = await open_event_log(settings)
+    return store
+
+
 async def open_view_store(settings: Settings) -> ViewStore:
     if settings.view_store.startswith("sqlite:"):
         from projectors.sqlite_views import SqliteViewStore
@@ -170,12 +183,21 @@ async def build(settings: Settings, *, write: bool = True, read: bool = True, pr
         c.closers.append(c.log.close)
     if write:
         assert c.store is not None
-        hasher = PasswordHasher(time_cost=settings.argon2_time_cost, memory_cost=settings.argon2_memory_kib)
+        passwords = Passwords(
+            parameters=Argon2Parameters(
+                settings.argon2_time_cost, settings.argon2_memory_kib, settings.argon2_parallelism
+            ),
+            workers=settings.password_workers,
+            queue=settings.password_queue,
+            pool=settings.password_pool,
+            cpus=settings.password_cpus,
+        )
+        c.closers.append(passwords.close)
         repository = Repository(c.store, capacity=settings.aggregate_cache_size, snapshot_every=settings.snapshot_every)
         c.closers.append(repository.close)  # after the log's close in the list: closers run in reverse
         c.handlers = CommandHandlers(
             c.store,
-            Passwords(hasher),
+            passwords,
             c.clock,
             settings.command_retries,
             blobs=c.blobs,
@@ -183,6 +205,10 @@ async def build(settings: Settings, *, write: bool = True, read: bool = True, pr
             repository=repository,
             read_max_age_s=settings.aggregate_read_max_age_ms / 1000,
         )
+    if read:
+        c.existence = c.store if c.store is not None else await open_store_reader(settings)
+        if c.store is None:
+            c.closers.append(c.existence.close)
     if read or project:
         c.views = await open_view_store(settings)
         # dead_letters too: GET /ops/status reads them in every role that has views, not only where a runner runs

@@ -49,8 +49,19 @@ class Settings(BaseSettings):
     access_token_ttl_s: int = Field(900, ge=30)
     refresh_token_ttl_s: int = Field(14 * 24 * 3600, ge=60)
 
-    argon2_time_cost: int = Field(3, ge=1, le=20)
-    argon2_memory_kib: int = Field(65536, ge=64, description="argon2id memory cost (the library's default)")
+    argon2_time_cost: int = Field(2, ge=1, le=20, description="argon2id passes (OWASP: 2 with 19 MiB)")
+    argon2_memory_kib: int = Field(19 * 1024, ge=64, description="argon2id memory in KiB (OWASP: 19456)")
+    argon2_parallelism: int = Field(1, ge=1, le=16, description="argon2id lanes (OWASP: 1)")
+    password_workers: int = Field(1, ge=1, le=64, description="argon2 hashes computed at once")
+    password_queue: int = Field(
+        16, ge=0, le=10_000, description="sign-ins and registrations that may wait for a worker; more get 503"
+    )
+    password_pool: Literal["thread", "process"] = Field(
+        "thread", description="thread: in the API's process; process: worker processes, pinnable to other cores"
+    )
+    password_cpus: list[int] = Field(
+        default_factory=list, description="with the process pool: the CPUs its workers run on, e.g. [2,3]"
+    )
 
     consistency_wait_ms: int = Field(2000, ge=0, le=30000, description="read-your-writes bound")
     projector_batch_size: int = Field(500, ge=1, le=10000)

@@ -49,6 +49,8 @@ def evolve(state: User, event: e.DomainEvent, occurred_at: datetime) -> User:  #
             return replace(state, roles=state.roles | {event.role})
         case e.UserRoleRevoked():
             return replace(state, roles=state.roles - {event.role})
+        case e.UserPasswordRehashed():
+            return replace(state, password_hash=event.password_hash)
         case _:
             return state
 
@@ -108,3 +110,11 @@ def _require_exists(state: User) -> None:
 def _require_admin(actor: Actor) -> None:
     if not actor.is_admin:
         raise Forbidden("only admins may change roles")
+
+
+def rehash_password(state: User, password_hash: str) -> list[e.DomainEvent]:
+    """Keep a hash made with the server's current parameters (the password itself was just verified)."""
+    _require_exists(state)
+    if password_hash == state.password_hash:
+        return []
+    return [e.UserPasswordRehashed(password_hash=password_hash)]

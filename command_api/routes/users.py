@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path, Response, status
-from fastapi.security import OAuth2PasswordRequestForm
+from fastapi import APIRouter, Depends, Form, Path, Response, status
 
 from command_api import commands as c
 from command_api.deps import Handlers, IdempotencyDep, Meta
@@ -46,6 +46,24 @@ def _bad_credentials() -> ProblemError:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class SignInForm:
+    username: str
+    password: str
+
+
+async def sign_in_form(
+    username: Annotated[str, Form(description="the email you registered with")],
+    password: Annotated[str, Form(json_schema_extra={"format": "password"})],
+    grant_type: Annotated[str | None, Form(pattern="^password$", description="OAuth2's `password`, or none")] = None,  # noqa: ARG001
+    scope: Annotated[str, Form()] = "",  # noqa: ARG001 - OAuth2 fields a client may send; no scopes here
+    client_id: Annotated[str | None, Form()] = None,  # noqa: ARG001
+    client_secret: Annotated[str | None, Form(json_schema_extra={"format": "password"})] = None,  # noqa: ARG001
+) -> SignInForm:
+    """OAuth2's password form, read by a coroutine: a class dependency would cost a thread hop per sign-in."""
+    return SignInForm(username, password)
+
+
 @router.post(
     "/v1/auth/token",
     response_model=TokenResponse,
@@ -53,7 +71,7 @@ def _bad_credentials() -> ProblemError:
     responses={401: {"description": "Wrong email or password", **PROBLEM}},
 )
 async def sign_in(
-    form: Annotated[OAuth2PasswordRequestForm, Depends()], handlers: Handlers, c_: ContainerDep, meta: Meta
+    form: Annotated[SignInForm, Depends(sign_in_form)], handlers: Handlers, c_: ContainerDep, meta: Meta
 ) -> dict[str, Any]:
     """OAuth2 password flow: the form's `username` is the email. Each sign-in starts a session."""
     user = await handlers.authenticate(form.username, form.password)

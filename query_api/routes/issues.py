@@ -13,12 +13,14 @@ from projectors.feeds import ORIGIN, feed_collection
 from projectors.ports import Cond, Doc, ViewStore, ViewStoreUnavailable
 from projectors.ports import Query as ViewQuery
 from query_api.browse import BadParameter, Browse, Sort, parse_bbox, parse_near
+from query_api.consistency import once_projected
 from query_api.deps import Cached, Consistent, Pages, Views
 from query_api.fast_detail import FAST_PATH_MISSED
 from query_api.public import public_detail
 from query_api.responses import READ_ERRORS, etag_of, json_bytes, json_value
 from query_api.time_travel import detail_as_of
 from snapfix.auth import ContainerDep
+from snapfix.bootstrap import Container
 from snapfix.cache import ViewCache
 from snapfix.detail_cache import StoredResponse
 from snapfix.http import ProblemError
@@ -55,7 +57,7 @@ Text = Annotated[
 ]
 
 
-def browse_params(
+async def browse_params(
     c: ContainerDep,
     status: Filter = None,
     category: Filter = None,
@@ -71,7 +73,10 @@ def browse_params(
     cursor: Annotated[str | None, Query(max_length=512)] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
 ) -> Browse:
-    """The browse parameters, checked: each malformed one is a 400 problem naming it."""
+    """The browse parameters, checked: each malformed one is a 400 problem naming it.
+
+    A coroutine, so FastAPI never sends it through its thread pool (a thread hop per browse request).
+    """
     if radius_m is not None and near is None:
         raise ProblemError(400, "bad-near", "Bad near", "radius_m needs near=lat,lon")
     try:
@@ -166,12 +171,22 @@ DETAIL_CACHE_CONTROL = "public, max-age=1"
 
 @router.get("/v1/issues/{issue_id}")
 async def detail(
-    issue_id: IssueId, request: Request, views: Views, cache: Cached, freshness: Consistent, as_of: AsOf = None
+    issue_id: IssueId,
+    request: Request,
+    c: ContainerDep,
+    views: Views,
+    cache: Cached,
+    freshness: Consistent,
+    as_of: AsOf = None,
 ) -> Response:
-    """One issue with its comments and timeline; `as_of` shows it as it was at that time."""
+    """One issue with its comments and timeline; `as_of` shows it as it was at that time.
+
+    An issue just reported but not projected yet is waited for (within `SNAPFIX_CONSISTENCY_WAIT_MS`),
+    so following the `Location` of a 201 never meets a 404; an id nobody reported is a 404 at once.
+    """
     if as_of is None and freshness is None:
-        return await _current_detail(issue_id, request, views, cache)
-    raw = await cache.get("issue_detail", issue_id, lambda: views.get("issue_detail", issue_id))
+        return await _current_detail(issue_id, request, c, views, cache)
+    raw = await _detail_document(issue_id, c, views, cache)
     shown = None if raw is None else public_detail(orjson.loads(raw), await _duplicates(views, issue_id))
     if shown is not None and as_of is not None:  # time travel: the same fold over its history view
         past = await detail_as_of(views, issue_id, _utc(as_of) or "")
@@ -181,7 +196,18 @@ async def detail(
     return json_value(shown, request, freshness=freshness, cache_control=DETAIL_CACHE_CONTROL)
 
 
-async def _current_detail(issue_id: str, request: Request, views: ViewStore, cache: ViewCache) -> Response:
+async def _detail_document(issue_id: str, c: Container, views: ViewStore, cache: ViewCache) -> bytes | None:
+    """The detail view's document, waited for when the log holds the issue and the views not yet."""
+
+    async def fetch() -> bytes | None:
+        return await cache.get("issue_detail", issue_id, lambda: views.get("issue_detail", issue_id))
+
+    return await fetch() or await once_projected(c, issue_id, fetch)
+
+
+async def _current_detail(
+    issue_id: str, request: Request, c: Container, views: ViewStore, cache: ViewCache
+) -> Response:
     """The public detail from the response cache, or built and then cached under the stamp read before building.
 
     The fast path (query_api/fast_detail.py) serves most hits before routing; when it has
@@ -193,7 +219,7 @@ async def _current_detail(issue_id: str, request: Request, views: ViewStore, cac
         if hit is not None:
             return json_bytes(hit.body, request, cache_control=DETAIL_CACHE_CONTROL, etag=hit.etag.decode())
     stamp = await details.stamp(issue_id)  # before the documents: see snapfix/detail_cache.py
-    raw = await cache.get("issue_detail", issue_id, lambda: views.get("issue_detail", issue_id))
+    raw = await _detail_document(issue_id, c, views, cache)
     if raw is None:
         raise ProblemError(404, "not-found", "Not found", f"no issue {issue_id}")
     try:
@@ -222,21 +248,27 @@ async def _duplicates(views: ViewStore, issue_id: str) -> Doc | None:
 async def history(
     issue_id: IssueId,
     request: Request,
+    c: ContainerDep,
     views: Views,
     freshness: Consistent,
     after_version: Annotated[int, Query(ge=0, description="continue after this version")] = 0,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> Response:
-    """The issue's events, in order (passwords and other secrets never appear here)."""
-    rows = await views.find(
-        ViewQuery(
-            "issue_history",
-            (Cond("aggregate_id", "eq", issue_id), Cond("version", "gt", after_version)),
-            (("version", False),),
-            None,
-            limit + 1,
-        )
+    """The issue's events, in order (passwords and other secrets never appear here); a new issue is waited for."""
+    query = ViewQuery(
+        "issue_history",
+        (Cond("aggregate_id", "eq", issue_id), Cond("version", "gt", after_version)),
+        (("version", False),),
+        None,
+        limit + 1,
     )
+
+    async def fetch() -> list[Doc] | None:
+        return await views.find(query) or None
+
+    rows = await fetch() or []
+    if not rows and after_version == 0:
+        rows = await once_projected(c, issue_id, fetch) or []
     if not rows and after_version == 0:
         raise ProblemError(404, "not-found", "Not found", f"no issue {issue_id}")
     items = rows[:limit]

@@ -30,7 +30,7 @@ from events.envelope import Metadata
 from events.ports import ConcurrencyConflict, Snapshot
 from events.sqlite_log import SqliteEventLog
 
-PASSWORDS = Passwords(PasswordHasher(time_cost=1, memory_cost=8, parallelism=1))
+PASSWORDS = Passwords(PasswordHasher(time_cost=1, memory_cost=8, parallelism=1), queue=1000)
 STAFF = Actor("staff-1", frozenset({"citizen", "staff"}))
 REPORTER = Actor("reporter-1", frozenset({"citizen"}))
 META = Metadata(actor_id="tester")

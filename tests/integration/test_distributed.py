@@ -379,3 +379,37 @@ class TestKilledWorker:
         finally:
             second.stop()
         assert asyncio.run(worker_digest(env)) == asyncio.run(clean_replay(topic, head, tmp_path))
+
+
+# --- read your own creation across roles ------------------------------------------------------
+
+
+class TestReadYourCreationAcrossRoles:
+    def test_following_a_201_to_the_query_api_never_meets_a_404(
+        self, distributed_env: dict[str, str], tmp_path: Path
+    ) -> None:
+        """Reports to the command API, each followed at once to its Location at the query API: all 200.
+
+        So is /v1/users/me right after registering; an id nobody created is still a 404.
+        """
+        command = Role("command-api", distributed_env, tmp_path / "command.log", free_port())
+        query = Role("query-api", distributed_env, tmp_path / "query.log", free_port())
+        worker = Role("projectors", distributed_env, tmp_path / "projectors.log")
+        with running(command, query, worker), httpx.Client(timeout=30) as http:
+            email = f"ada-{uuid.uuid4().hex[:8]}@example.org"
+            created = http.post(f"{command.url}/v1/users", json={"email": email, "password": PASSWORD,
+                                                                   "display_name": "Ada"})  # fmt: skip
+            assert created.status_code == 201, created.text
+            token = http.post(f"{command.url}/v1/auth/token", data={"username": email, "password": PASSWORD})
+            who = {"Authorization": f"Bearer {token.json()['access_token']}"}
+            me = http.get(f"{query.url}/v1/users/me", headers=who)
+            assert me.status_code == 200, me.text
+            statuses = []
+            for n in range(20):
+                body = {"title": f"Problem {n}", "description": "d", "category": "pothole",
+                        "location": {"lat": 51.5, "lon": -0.12}}  # fmt: skip
+                made = http.post(f"{command.url}/v1/issues", json=body, headers=who)
+                assert made.status_code == 201, made.text
+                statuses.append(http.get(query.url + made.headers["Location"]).status_code)
+            assert statuses == [200] * 20
+            assert http.get(f"{query.url}/v1/issues/{uuid.uuid4()}").status_code == 404

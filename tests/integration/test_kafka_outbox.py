@@ -130,7 +130,7 @@ class TestClaimsAcrossProcesses:
         self, scratch: KafkaScratch
     ) -> None:
         """Two command sides on separate stores race 50 registrations of one email: one account, 49 refusals."""
-        passwords = Passwords(PasswordHasher(time_cost=1, memory_cost=8, parallelism=1))
+        passwords = Passwords(PasswordHasher(time_cost=1, memory_cost=8, parallelism=1), queue=1000)
         sides = [CommandHandlers(await scratch.store(), passwords, lambda: datetime.now(UTC)) for _ in range(2)]
         email = f"race-{uuid.uuid4().hex[:8]}@example.org"
 

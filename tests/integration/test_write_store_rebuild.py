@@ -53,7 +53,7 @@ async def second_database() -> AsyncIterator[str]:
 async def test_a_store_rebuilt_from_the_log_decides_exactly_as_before(
     scratch: KafkaScratch, second_database: str
 ) -> None:
-    passwords = Passwords(PasswordHasher(time_cost=1, memory_cost=8, parallelism=1))
+    passwords = Passwords(PasswordHasher(time_cost=1, memory_cost=8, parallelism=1), queue=1000)
     original = await scratch.store()
     handlers = CommandHandlers(original, passwords, lambda: datetime.now(UTC))
     meta = Metadata(actor_id="tester")

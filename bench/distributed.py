@@ -20,7 +20,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bench import loadgen
-from bench.procs import VENV_BIN, Server, free_port, pinned, port_open, server_core, snapfix_server
+from bench.procs import (
+    JWT_SECRET,
+    VENV_BIN,
+    Server,
+    free_port,
+    password_pool_env,
+    pinned,
+    port_open,
+    server_core,
+    snapfix_server,
+)
 from bench.workload import Targets, World, prepare
 
 if TYPE_CHECKING:
@@ -71,6 +81,8 @@ def settings_env(tag: str, redis_db: int, work: Path) -> dict[str, str]:
         "SNAPFIX_RATE_LIMIT_IP_WRITES": "0",
         "SNAPFIX_RATE_LIMIT_USER_WRITES": "0",
         "SNAPFIX_RATE_LIMIT_SIGN_INS": "0",
+        "SNAPFIX_JWT_SECRET": JWT_SECRET,
+        **password_pool_env(),
     }
 
 
@@ -169,9 +181,12 @@ def run(r: Run, prof: Profile) -> None:
             signins = sorted(world.signin_seconds)
             out["setup"] = {"users": len(world.users), "issues": len(world.issues), "seconds": time.time() - t0,
                             "sign_in_ms_p50": signins[len(signins) // 2] * 1000}  # fmt: skip
+            r.skew(world)
             tg = Targets(world)
             paths(r, world, tg, out)
-            r.mix(query.base, world, tg, start=STARTS["mix"], label="distributed", into=out)
+            pids = (*command.pids(), *query.pids(), *proj.pids())
+            r.mix(query.base, world, tg, start=STARTS["mix"], label="distributed", into=out,
+                  lag_bases=(command.base, query.base), pids=pids)  # fmt: skip
     except Exception as e:  # noqa: BLE001 - the embedded results are still worth writing
         r.note(f"distributed deployment: {type(e).__name__}: {e} (logs in {r.logs})")
     finally:

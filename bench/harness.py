@@ -25,11 +25,23 @@ import structlog
 
 from bench import distributed, loadgen, raw
 from bench.loadgen import COMMANDS, Stats, find_peak, summarise, write_targets
-from bench.procs import ROOT, Server, load_core, pin_self_to_load_core, port_open, server_core, snapfix_server
+from bench.procs import (
+    JWT_SECRET,
+    ROOT,
+    Server,
+    load_core,
+    password_pool_env,
+    pin_self_to_load_core,
+    port_open,
+    server_core,
+    snapfix_server,
+)
 from bench.procs import uvicorn_server as uvicorn_app
-from bench.workload import ARGON2_CLASSES, MIX, Targets, World, classify, prepare, report_body
+from bench.workload import ARGON2_CLASSES, MIX, Targets, World, classify, minter, prepare, report_body, skew
 
 BENCH = ROOT / "bench"
+
+
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
 MONGO_URL = os.environ.get("BENCH_MONGO_URL", "mongodb://127.0.0.1:27017/")
 # FerretDB's PostgreSQL (ops/engines.sh): the side-by-side stock FerretDB reads the same database through it
@@ -67,6 +79,9 @@ class Profile:
         self.redis_requests = 100_000 if quick else 1_000_000
         self.loop_s = 3.0 if quick else 10.0
         self.freshness_samples = 60 if quick else 400
+        # the skew (bench/workload.py ``skew``): the hot issue's upvotes before measuring, the frequent editors' edits
+        self.hot_upvotes = 2_000 if quick else 10_000
+        self.editor_edits = 100 if quick else 500
         # bench.extras: browse shapes on a seeded city (the issue's 100,000 on SQLite; FerretDB, read side by side
         # with a stock FerretDB that sorts every match itself, at a tenth of that), the command path, and export of
         # a generated log
@@ -249,7 +264,9 @@ class Run:
         paths["healthz"] = self.measure("healthz", write_targets(self.work / "h.jsonl", tg.of("health.healthz", 1)),
                                         500, wrk_url=f"{base}/healthz")  # fmt: skip
         paths["create_issue"] = self.measure("create_issue", tg.file_for("issue.create", self.work), 50)
-        paths["upvote"] = self.measure("upvote", tg.file_for("issue.upvote", self.work), 50)
+        paths["upvote"] = self.measure("upvote", tg.file_for("issue.upvote_cold", self.work), 50)
+        paths["upvote_hot"] = self.measure("upvote_hot", tg.file_for("issue.upvote_hot", self.work), 50)
+        self.results["upvote_skew"] = skew_figures(world.hot_upvotes, paths["upvote"], paths["upvote_hot"])
         paths["sign_in"] = self.measure("sign_in", tg.file_for("user.sign_in", self.work), 2, p99_limit_ms=5000)
         for path, ceiling, target in (
             ("cached_read", "bare_asgi_get", 0.5),
@@ -257,6 +274,7 @@ class Run:
             ("healthz", "fastapi_const_get", None),
             ("create_issue", "fastapi_const_post", 0.4),
             ("upvote", "fastapi_const_post", 0.4),
+            ("upvote_hot", "fastapi_const_post", 0.4),
             ("sign_in", "fastapi_const_post", None),
         ):
             ceil = c[ceiling]["peak_rps"]
@@ -395,9 +413,27 @@ class Run:
     # --- the mix ----------------------------------------------------------------------------------
 
     def mix(self, base: str, world: World, tg: Targets, *, start: float = 25, label: str = "embedded",
-            into: dict[str, Any] | None = None) -> None:  # fmt: skip
-        """The mix's capacity by stepping, then its phases; ``base`` is where /metrics (the query side) is read."""
-        from bench.probe import Background, add, cache_counters, freshness, lookups, ratios
+            into: dict[str, Any] | None = None, lag_bases: tuple[str, ...] = (),
+            pids: tuple[int, ...] = ()) -> None:  # fmt: skip
+        """The mix's capacity by stepping, then its phases; ``base`` is where /metrics (the query side) is read.
+
+        ``lag_bases``: the roles whose event-loop lag is read per phase (default ``base``); ``pids``: the
+        server processes whose CPU time (and their argon2 pool's, apart) is read per phase.
+        """
+        from bench.probe import (
+            Background,
+            add,
+            cache_counters,
+            cpu_seconds,
+            follow_location,
+            freshness,
+            lookups,
+            loop_lag,
+            loop_lag_buckets,
+            ratios,
+        )
+
+        lag_bases = lag_bases or (base,)
 
         out: dict[str, Any] = {"shares": dict(MIX)}
         self.say(f"{label}: freshness probe on an idle server")
@@ -419,14 +455,22 @@ class Run:
             rate = max(1.0, cap * frac)
             self.say(f"{label} mix phase {name}: {rate:,.0f} req/s for {secs}s")
             before = cache_counters(base)
+            lags_before = [loop_lag_buckets(b) for b in lag_bases]
+            cpu_before = [cpu_seconds(p) for p in pids]
             path = tg.file_for("mix", self.work)(rate, secs)
-            probe = None
+            probe = located = None
             if name == "sustained":
                 samples = max(10, int(secs * 2))
                 with Background(lambda s=samples: freshness(world, s, 2)) as probe:
                     results = loadgen.attack(path, rate, secs, self.work, "mix")
+            elif name == "peak":  # clients that follow the Location of their 201 at once, with no token
+                samples = max(20, int(secs * 10))
+                with Background(lambda s=samples: follow_location(world, s, 10)) as located:
+                    results = loadgen.attack(path, rate, secs, self.work, "mix")
             else:
                 results = loadgen.attack(path, rate, secs, self.work, "mix")
+            lags = {b: loop_lag(lb, loop_lag_buckets(b)) for b, lb in zip(lag_bases, lags_before, strict=True)}
+            cpu = [{k: (cpu_seconds(p)[k] - c[k]) / secs for k in c} for p, c in zip(pids, cpu_before, strict=True)]
             classes = loadgen.by_class(results, classify, rate)
             counts = lookups(before, cache_counters(base))
             if not probe:  # the probe polls issues not yet projected: misses by construction, not the mix's
@@ -439,6 +483,8 @@ class Run:
                 if any(classify(r) in ARGON2_CLASSES for r in results) else None,
                 "classes": {k: v.dict() for k, v in classes.items()},
                 "freshness": probe.result if probe else None,
+                "follow_location": located.result if located else None,
+                "loop_lag": lags, "cores": cpu or None,
             })  # fmt: skip
             time.sleep(1)
         out["phases"] = phases
@@ -450,13 +496,20 @@ class Run:
             self.note(f"{label}: /metrics exports no cache hit/miss counter: the mix's cache hit ratio is not measured")
         (self.results if into is None else into)["mix"] = out
 
-    def argon2_cost(self) -> None:
-        from argon2 import PasswordHasher
+    def skew(self, world: World) -> None:
+        """The hot issue and the frequent editors of the skewed workload (bench/workload.py)."""
+        world.mint = minter(JWT_SECRET)
+        started = time.time()
+        asyncio.run(skew(world, self.p.hot_upvotes, self.p.editor_edits))
+        self.say(f"skew: the hot issue got {world.hot_upvotes} upvotes and {len(world.editors)} editors "
+                 f"{world.editor_edits} edits each in {time.time() - started:.0f}s")  # fmt: skip
 
+    def argon2_cost(self) -> None:
+        from command_api.security import Argon2Parameters
         from snapfix.settings import Settings
 
         s = Settings()
-        hasher = PasswordHasher(time_cost=s.argon2_time_cost, memory_cost=s.argon2_memory_kib)
+        hasher = Argon2Parameters(s.argon2_time_cost, s.argon2_memory_kib, s.argon2_parallelism).hasher()
         digest = hasher.hash("correct horse battery staple")
         n, t0 = 0, time.perf_counter()
         while time.perf_counter() - t0 < 2:
@@ -465,6 +518,19 @@ class Run:
         per = (time.perf_counter() - t0) / n
         self.results["argon2"] = {"verify_ms": per * 1000, "per_core_per_s": 1 / per,
                                   "time_cost": s.argon2_time_cost, "memory_kib": s.argon2_memory_kib}  # fmt: skip
+
+
+def skew_figures(hot_upvotes: int, cold: dict[str, Any], hot: dict[str, Any]) -> dict[str, Any]:
+    """An upvote on the hot issue against one on an issue with few upvotes: peak and latency at half the peak."""
+
+    def p50(entry: dict[str, Any]) -> float | None:
+        return (entry.get("at_half_peak") or {}).get("p50_ms")
+
+    return {
+        "hot_issue_upvotes_before": hot_upvotes,
+        "peak_ratio": cold["peak_rps"] / hot["peak_rps"] if hot["peak_rps"] else None,  # > 1: the hot one is slower
+        "p50_ratio": p50(hot) / p50(cold) if p50(hot) and p50(cold) else None,
+    }
 
 
 def previous_results(part: str) -> dict[str, Any]:
@@ -495,7 +561,8 @@ def mixes(run: Run, prof: Profile, env: dict[str, str]) -> None:
         with server:
             run.say(f"embedded server on {server.base}; registering {prof.users} users (argon2)")
             world = asyncio.run(prepare(server.base, prof.users, prof.issues_per_user))
-            run.mix(server.base, world, Targets(world))
+            run.skew(world)
+            run.mix(server.base, world, Targets(world), pids=server.pids())
         distributed.run(run, prof)
     finally:
         server.stop()
@@ -533,6 +600,10 @@ def main() -> None:
         "SNAPFIX_RATE_LIMIT_IP_WRITES": "0",
         "SNAPFIX_RATE_LIMIT_USER_WRITES": "0",
         "SNAPFIX_RATE_LIMIT_SIGN_INS": "0",
+        # the bench mints the crowd's tokens (bench/workload.py ``minter``), so it must know the secret
+        "SNAPFIX_JWT_SECRET": JWT_SECRET,
+        # argon2 in a process of its own on the load core: the server's core is measured without it (``cores``)
+        **password_pool_env(),
     }
     if args.only == "mix":
         mixes(run, prof, env)
@@ -562,12 +633,13 @@ def main() -> None:
         with server:
             run.say(f"embedded server on {server.base}; registering {prof.users} users (argon2)")
             world = asyncio.run(prepare(server.base, prof.users, prof.issues_per_user))
+            run.skew(world)
             run.results["setup"] = {"users": len(world.users), "issues": len(world.issues),
                                     "sign_in_ms_p50": sorted(world.signin_seconds)[len(world.signin_seconds) // 2]
                                     * 1000}  # fmt: skip
             tg = Targets(world)
             run.http(server.base, world, tg)
-            run.mix(server.base, world, tg)
+            run.mix(server.base, world, tg, pids=server.pids())
         distributed.run(run, prof)  # the same steps on the three roles over Kafka, FerretDB and Redis
         asyncio.run(run.engines())
         asyncio.run(run.projector())

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import threading
 import time
 import urllib.request
+from pathlib import Path
 
 import httpx
 
@@ -153,3 +155,86 @@ def hit_ratio(before: Counters | None, after: Counters | None) -> float | None:
     """The overall hit ratio between two readings."""
     ratios = hit_ratios(before, after)
     return None if ratios is None else ratios["overall"]
+
+
+async def follow_location(world: World, samples: int, rate: float) -> dict:
+    """Report ``samples`` issues at ``rate``/s and GET each 201's ``Location`` once, at once, with no token.
+
+    What a client that follows ``Location`` (as HTTP says it may) meets: every answer should be a 200.
+    """
+    statuses: dict[int, int] = {}
+    latencies: list[float] = []
+    async with httpx.AsyncClient(base_url=world.base, timeout=30) as client:
+
+        async def one(i: int) -> None:
+            u = world.users[i % len(world.users)]
+            r = await client.post("/v1/issues", content=report_body(800_000 + i), headers=_auth(u))
+            if r.status_code != 201:
+                statuses[-r.status_code] = statuses.get(-r.status_code, 0) + 1
+                return
+            started = time.perf_counter()
+            g = await client.get(world.read_base + r.headers["location"])
+            latencies.append((time.perf_counter() - started) * 1000)
+            statuses[g.status_code] = statuses.get(g.status_code, 0) + 1
+
+        tasks = []
+        for i in range(samples):
+            tasks.append(asyncio.create_task(one(i)))
+            await asyncio.sleep(1 / rate)
+        await asyncio.gather(*tasks)
+    latencies.sort()
+    return {
+        "samples": sum(v for k, v in statuses.items() if k > 0),
+        "statuses": {str(k): v for k, v in sorted(statuses.items())},
+        "not_found": statuses.get(404, 0),
+        "get_p50_ms": percentile(latencies, 0.5),
+        "get_p99_ms": percentile(latencies, 0.99),
+        "how": f"httpx: POST /v1/issues at {rate}/s, then one GET of its Location, no consistency token",
+    }
+
+
+LAG_BUCKET = re.compile(r'^snapfix_event_loop_lag_seconds_bucket\{le="([^"]+)"\}\s+([\d.eE+-]+)$', re.MULTILINE)
+Buckets = dict[float, float]
+
+
+def loop_lag_buckets(base: str) -> Buckets | None:
+    """The cumulative buckets of ``snapfix_event_loop_lag_seconds`` on a role's /metrics."""
+    try:
+        with urllib.request.urlopen(base + "/metrics", timeout=5) as r:  # noqa: S310
+            text = r.read().decode()
+    except OSError:
+        return None
+    found = {float(le): float(v) for le, v in LAG_BUCKET.findall(text)}
+    return found or None
+
+
+def loop_lag(before: Buckets | None, after: Buckets | None) -> dict | None:
+    """p50/p99 of the loop's lag between two readings: the upper bound of the bucket holding the quantile (ms)."""
+    if not before or not after:
+        return None
+    delta = sorted((le, after[le] - before.get(le, 0.0)) for le in after)
+    total = delta[-1][1]
+    if total <= 0:
+        return None
+
+    def quantile(q: float) -> float:
+        return next((le for le, n in delta if n >= q * total), float("inf")) * 1000
+
+    return {"samples": total, "p50_le_ms": quantile(0.5), "p99_le_ms": quantile(0.99), "p999_le_ms": quantile(0.999)}
+
+
+def cpu_seconds(pid: int) -> dict[str, float]:
+    """CPU seconds used so far by a process and, apart, by its children (the argon2 process pool)."""
+    tick = os.sysconf("SC_CLK_TCK")
+
+    def own(p: int) -> float:
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return 0.0
+        return (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+
+    children: set[int] = set()
+    for task in Path(f"/proc/{pid}/task").glob("*/children"):
+        children.update(int(c) for c in task.read_text().split())
+    return {"server": own(pid), "pool": sum(own(c) for c in children)}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -18,6 +19,15 @@ ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = ROOT / ".venv" / "bin"
 # the same uvicorn flags `snapfix serve` passes (ops/cli.py): one worker, no access log, auto loop and parser
 UVICORN_FLAGS = ("--workers", "1", "--no-access-log", "--log-level", "warning")
+
+JWT_SECRET = secrets.token_urlsafe(48)  # this run's servers sign with it, and so does the bench for its crowd
+
+
+def password_pool_env() -> dict[str, str]:
+    """argon2 in one worker process pinned to the load core, when there is one."""
+    core = load_core()
+    pool = {"SNAPFIX_PASSWORD_POOL": "process", "SNAPFIX_PASSWORD_WORKERS": "1"}
+    return pool if core is None else {**pool, "SNAPFIX_PASSWORD_CPUS": f"[{core}]"}
 
 
 @functools.cache
@@ -82,6 +92,10 @@ class Server:
     @property
     def base(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    def pids(self) -> tuple[int, ...]:
+        """The server's process (``taskset`` execs it, so it keeps the pid), for CPU accounting."""
+        return () if self.proc is None else (self.proc.pid,)
 
     def start(self, timeout: float = 60.0) -> Server:
         """Start on a port picked now (a port picked earlier may meanwhile be a load generator's)."""

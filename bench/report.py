@@ -10,7 +10,41 @@ TARGETS_TEXT = {
     "cached_read": "≥ 0.5 × bare ASGI",
     "create_issue": "≥ 0.4 × FastAPI constant POST; p99 < 50 ms at half peak",
     "upvote": "≥ 0.4 × FastAPI constant POST; p99 < 50 ms at half peak",
+    "upvote_hot": "≥ 0.4 × FastAPI constant POST; within 1.5× of `upvote`",
 }
+
+
+def phase_extras(mix: dict[str, Any]) -> list[str]:
+    """Per phase: the event loop's lag on each role, the cores the server and its argon2 pool used."""
+    rows = []
+    for ph in mix.get("phases", []):
+        lags = ph.get("loop_lag") or {}
+        lag = "; ".join(f"{_n((v or {}).get('p99_le_ms'), 1)}" for v in lags.values()) or "–"
+        cores = ph.get("cores") or []
+        server = sum(c.get("server", 0) for c in cores) if cores else None
+        pool = sum(c.get("pool", 0) for c in cores) if cores else None
+        rows.append(f"| {ph['phase']} | {_n(ph.get('throughput'))} | {lag} | {_n(server, 2)} | {_n(pool, 2)} |")
+    if not rows:
+        return []
+    return [
+        "\nEvent-loop lag (p99, the upper bound of its histogram bucket; target < 10 ms) and the cores used "
+        "(CPU seconds per second: the server processes, and apart their argon2 process pool on the load core):\n",
+        "| phase | req/s | loop lag p99 ≤ (ms), per role | server cores | argon2 pool cores |",
+        "| --- | ---: | --- | ---: | ---: |",
+        *rows,
+    ]
+
+
+def follow_location_line(mix: dict[str, Any]) -> list[str]:
+    """The reads of a 201's Location during the peak phase: how many found nothing."""
+    located = next((p["follow_location"] for p in mix.get("phases", []) if p.get("follow_location")), None)
+    if not located:
+        return []
+    return [
+        f"\n**Reads of a 201's `Location`** during the peak phase ({located['how']}): {located['samples']} reads, "
+        f"**{located['not_found']} answered 404** (target 0); statuses {located['statuses']}; the GET's p50 "
+        f"{_n(located['get_p50_ms'], 1)} ms, p99 {_n(located['get_p99_ms'], 1)} ms (it waits for the views).\n"
+    ]
 
 
 def _n(x: Any, digits: int = 0) -> str:
@@ -191,6 +225,10 @@ def _both(results: dict[str, Any]) -> list[str]:
         a("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
         for s in dmix.get("calibration", []):
             a(_stats_row("mix (argon2 apart)", s))
+        if extras_rows := phase_extras(dmix):
+            a("\nDistributed (the loop lag of the command API; the query API; server cores are all three roles'):")
+            L.extend(extras_rows)
+        L.extend(follow_location_line(dmix))
         sus = next((p for p in dmix.get("phases", []) if p["phase"] == "sustained"), None)
         if sus:
             a("\nDistributed, per request class in the sustained phase:\n")
@@ -339,6 +377,11 @@ def write(results: dict[str, Any], bench: Path) -> None:
         for name, e in results[group].items():
             for s in e.get("curve", []):
                 a(_stats_row(name, s))
+    skew = results.get("upvote_skew")
+    if skew:
+        a(f"\n**Upvotes on a hot issue** ({_n(skew['hot_issue_upvotes_before'])} upvotes before measuring, more "
+          f"during) against upvotes on issues with few: peak {_n(skew.get('peak_ratio'), 2)}× lower, p50 at half "
+          f"the peak {_n(skew.get('p50_ratio'), 2)}× (target within 1.5×).\n")  # fmt: skip
     arg = results.get("argon2")
     if arg:
         a(f"\n**Sign-in cost (argon2id, time_cost {arg['time_cost']}, {arg['memory_kib']} KiB)**: one verify takes "
@@ -405,6 +448,8 @@ def write(results: dict[str, Any], bench: Path) -> None:
                   f"{_n(f['max_ms'], 1)} |")  # fmt: skip
         if mix.get("freshness_idle"):
             a(f"\n({mix['freshness_idle']['how']}.)")
+        L.extend(phase_extras(mix))
+        L.extend(follow_location_line(mix))
         hit = mix.get("cache_hit_ratio")
         per = {k: v for k, v in (mix.get("cache_hit_ratios") or {}).items() if k != "overall"}
         a(

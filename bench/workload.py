@@ -14,7 +14,9 @@ import asyncio
 import itertools
 import random
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -69,6 +71,12 @@ class World:
 
     ``base`` takes the writes; ``reads`` (the query API, when the roles run apart) takes the GETs,
     as a load balancer splitting the shared paths by method would. Embedded, both are one server.
+
+    The skew real traffic has: ``hot_issue`` already carries thousands of upvotes and keeps
+    getting more (a quarter of the mix's upvotes), and ``editors`` are users who have edited
+    their profile hundreds of times and make half of the profile edits. Upvoters beyond the
+    registered users are a crowd whose access tokens ``mint`` signs (the bench knows the server's
+    JWT secret), so every upvote is a new one, never a no-op.
     """
 
     base: str
@@ -76,6 +84,11 @@ class World:
     issues: list[str]
     signin_seconds: list[float] = field(default_factory=list)
     reads: str = ""
+    hot_issue: str = ""
+    hot_upvotes: int = 0
+    editors: list[User] = field(default_factory=list)
+    editor_edits: int = 0
+    mint: Callable[[], str] | None = None
 
     @property
     def read_base(self) -> str:
@@ -152,6 +165,49 @@ def _auth(u: User) -> dict[str, str]:
     return {"authorization": f"Bearer {u.access}", "content-type": "application/json"}
 
 
+def minter(jwt_secret: str) -> Callable[[], str]:
+    """Access tokens for a crowd of citizens who never registered: each call is a new one (upvotes need no account)."""
+    from command_api.domain.actor import Actor
+    from snapfix.settings import Settings
+    from snapfix.tokens import Tokens
+
+    tokens = Tokens(Settings(jwt_secret=jwt_secret, access_token_ttl_s=14_400))  # type: ignore[arg-type]
+    now = datetime.now(UTC)
+
+    def mint() -> str:
+        return tokens.issue(Actor(f"crowd-{uuid.uuid4().hex}", frozenset({"citizen"})), now).access_token
+
+    return mint
+
+
+async def skew(world: World, hot_upvotes: int, editor_edits: int, editors: int = 4, concurrency: int = 32) -> None:
+    """Give the world its hot issue (``hot_upvotes`` upvotes) and its frequent editors, through the command API."""
+    assert world.mint is not None
+    sem = asyncio.Semaphore(concurrency)
+    async with httpx.AsyncClient(base_url=world.base, timeout=60) as client:
+        owner = world.users[0]
+        r = await client.post("/v1/issues", content=report_body(7), headers=_auth(owner))
+        r.raise_for_status()
+        world.hot_issue = r.json()["id"]
+
+        async def upvote() -> None:
+            async with sem:
+                headers = {"authorization": f"Bearer {world.mint()}"}  # type: ignore[misc]
+                (await client.put(f"/v1/issues/{world.hot_issue}/upvote", headers=headers)).raise_for_status()
+
+        await asyncio.gather(*(upvote() for _ in range(hot_upvotes)))
+        world.hot_upvotes = hot_upvotes
+        world.editors = world.users[1 : 1 + editors]
+
+        async def edits(u: User) -> None:
+            for n in range(editor_edits):
+                body = orjson.dumps({"display_name": f"Editor {n}"})
+                (await client.patch("/v1/users/me", content=body, headers=_auth(u))).raise_for_status()
+
+        await asyncio.gather(*(edits(u) for u in world.editors))
+        world.editor_edits = editor_edits
+
+
 class Targets:
     """Builds vegeta targets for one request class at a time, or for the weighted mix."""
 
@@ -176,8 +232,13 @@ class Targets:
             owner = rnd.choice([x for x in w.users if x.issues])
             body = orjson.dumps({"description": f"Update {next(self.counter)}: it got worse."})
             return Target("PATCH", f"{b}/v1/issues/{rnd.choice(owner.issues)}", _auth(owner), body)
-        if kind == "issue.upvote":
-            return Target("PUT", f"{b}/v1/issues/{rnd.choice(w.issues)}/upvote", _auth(u))
+        if kind == "issue.upvote":  # a new upvote each time; a quarter of them on the hot issue
+            hot = w.hot_issue and rnd.random() < 0.25
+            return self._upvote(w.hot_issue if hot else rnd.choice(w.issues), u)
+        if kind == "issue.upvote_hot":  # the issue with thousands of upvotes
+            return self._upvote(w.hot_issue, u)
+        if kind == "issue.upvote_cold":  # issues with few upvotes or none
+            return self._upvote(rnd.choice(w.issues), u)
         if kind == "issue.comment":
             body = orjson.dumps({"body": f"Seen it too ({next(self.counter)})."})
             return Target("POST", f"{b}/v1/issues/{rnd.choice(w.issues)}/comments", _auth(u), body)
@@ -195,9 +256,10 @@ class Targets:
             return Target("GET", f"{b}/v1/issues?department=roads&sort=updated&limit=20")
         if kind == "user.profile_view":
             return Target("GET", f"{b}/v1/users/me", {"authorization": f"Bearer {u.access}"})
-        if kind == "user.profile_update":
+        if kind == "user.profile_update":  # half of them by the users who edit all the time
             body = orjson.dumps({"display_name": f"Bench {next(self.counter)}"})
-            return Target("PATCH", f"{b}/v1/users/me", _auth(u), body)
+            editor = rnd.choice(w.editors) if w.editors and rnd.random() < 0.5 else u
+            return Target("PATCH", f"{b}/v1/users/me", _auth(editor), body)
         if kind == "user.refresh":
             return Target("POST", f"{b}/v1/auth/refresh", _auth(u), orjson.dumps({"refresh_token": u.refresh}))
         if kind == "user.sign_in":
@@ -213,6 +275,11 @@ class Targets:
         if kind == "health.readyz":
             return Target("GET", f"{b}/readyz")
         raise ValueError(kind)
+
+    def _upvote(self, issue: str, u: User) -> Target:
+        """A new upvote: by a crowd member who never voted when the world can mint tokens, else by ``u``."""
+        headers = {"authorization": f"Bearer {self.w.mint()}"} if self.w.mint else _auth(u)
+        return Target("PUT", f"/v1/issues/{issue}/upvote", headers)
 
     def of(self, kind: str, n: int) -> list[Target]:
         return [self.one(kind) for _ in range(n)]
@@ -230,7 +297,7 @@ class Targets:
             n = max(200, int(rate * duration_s * 1.05))
             if kind == "mix":
                 ts = self.mix(n)
-            elif kind in ("issue.view", "issue.upvote"):
+            elif kind == "issue.view":
                 ts = self.of(kind, min(n, 20_000))
             else:
                 ts = self.of(kind, n)

@@ -46,6 +46,7 @@ def main() -> None:
     seconds = int(sys.argv[3]) if len(sys.argv) > 3 else 10
     pin_self_to_load_core()
     work = Path(tempfile.mkdtemp(prefix="snapfix-profile-"))
+    print(f"work dir: {work}", flush=True)
     env = {"SNAPFIX_EVENT_LOG": f"sqlite:///{work / 'e.db'}", "SNAPFIX_VIEW_STORE": f"sqlite:///{work / 'v.db'}",
            "SNAPFIX_ACCESS_TOKEN_TTL_S": "14400", "SNAPFIX_RATE_LIMIT_IP_WRITES": "0",
            "SNAPFIX_RATE_LIMIT_USER_WRITES": "0", "SNAPFIX_RATE_LIMIT_SIGN_INS": "0"}  # fmt: skip
@@ -55,7 +56,7 @@ def main() -> None:
         assert server.proc is not None
         out = work / "stacks.txt"
         spy = [str(VENV_BIN / "py-spy"), "record", "--pid", str(server.proc.pid), "--duration", str(seconds),
-               "--rate", "200", "--format", "raw", "--output", str(out), "--nonblocking"]  # fmt: skip
+               "--rate", "200", "--format", "raw", "--output", str(out), "--nonblocking", "--gil"]  # fmt: skip
         t = threading.Thread(target=lambda: loadgen.attack(targets, rate, seconds + 2, work, f"profile-{kind}"))
         t.start()
         subprocess.run(spy, check=True, capture_output=True)

@@ -19,7 +19,7 @@ from query_api.app import install_query_errors
 from query_api.app import router as query_router
 from query_api.fast_detail import FastDetail
 from snapfix import bootstrap, loop_lag
-from snapfix.http import CorrelationMiddleware, install_error_handlers
+from snapfix.http import CorrelationMiddleware, answer_health, install_error_handlers
 from snapfix.limits import LimitsMiddleware
 from snapfix.ops_routes import router as ops_router
 from snapfix.settings import Settings
@@ -48,6 +48,8 @@ class SnapFixAPI(FastAPI):
     fast_detail: FastDetail | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if await answer_health(scope, send):
+            return
         if self.fast_detail is not None and await self.fast_detail.answer(scope, send):
             return
         await super().__call__(scope, receive, send)

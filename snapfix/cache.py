@@ -233,6 +233,12 @@ class ViewCache:
             await self._put(key, int(doc.get("version", 0)), raw, epoch)
         return raw
 
+    async def cached(self, collection: str, doc_id: str) -> bytes | None:
+        """The document's bytes if the cache holds them in the current epoch (counted), else None: no load."""
+        key = self.key(collection, doc_id)
+        hit, _ = await lookup(self.cache, key, self.stats, count_miss=False)
+        return hit
+
     async def written(self, collection: str, doc: dict, epoch: int, *, retire: bool = False) -> None:
         """The projector changed a document: write it through so no older copy can be served.
 

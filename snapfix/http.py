@@ -195,3 +195,27 @@ class CorrelationMiddleware:
                 record_request(self._log, scope["method"], route, status, started)
             finally:
                 structlog.contextvars.reset_contextvars(**bound)
+
+
+HEALTHY = b'{"status":"ok"}'
+
+
+@functools.cache
+def _health_log() -> Any:
+    """Bound on first use, once the process configured logging (see ``request_logger``)."""
+    return request_logger()
+
+
+async def answer_health(scope: Scope, send: Send) -> bool:
+    """``GET /healthz`` answered before the framework (what snapfix/ops_routes.py answers); True if it was."""
+    global _health_log
+    if scope["type"] != "http" or scope["path"] != "/healthz" or scope["method"] != "GET" or scope["query_string"]:
+        return False
+    started = time.perf_counter()
+    correlation_id = correlation_id_of(scope)
+    headers = [(b"content-length", b"15"), (b"content-type", b"application/json"),
+               (b"x-correlation-id", correlation_id.encode())]  # fmt: skip
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": HEALTHY})
+    record_request(_health_log(), "GET", "/healthz", 200, started, correlation_id=correlation_id)
+    return True

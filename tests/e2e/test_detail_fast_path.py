@@ -273,3 +273,45 @@ class TestCacheDown:
         assert (await client.get(f"/v1/issues/{issue['id']}")).json()["comments"] == 1
         c.view_cache = working
         assert (await client.get(f"/v1/issues/{issue['id']}")).json()["comments"] == 1
+
+
+class TestProfileAndHealthFastPaths:
+    async def test_your_cached_profile_is_the_routes_answer_without_the_route(
+        self, app: FastAPI, client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """GET /v1/users/me: a hit sends the route's bytes and headers; a bad token still gets the route's 401."""
+        from query_api.routes import users as user_routes
+
+        calls: list[str] = []
+        real = user_routes._profile
+
+        async def counted(user_id: str, *args: Any) -> Any:
+            calls.append(user_id)
+            return await real(user_id, *args)
+
+        monkeypatch.setattr(user_routes, "_profile", counted)
+        ada = await sign_up(client)
+        await settle(app)  # the projector wrote the new profile through to the cache
+        hit = await client.get("/v1/users/me", headers=auth(ada))
+        assert calls == [], "the hit went through the route"
+        routed = await client.get("/v1/users/me", headers={**auth(ada), "X-Consistency-Token": "0.1"})
+        assert calls == [ada["user_id"]]  # a read with a token is the route's
+        assert_same_answer(hit, routed)
+        assert hit.headers["cache-control"] == "private, no-cache"
+        assert hit.json()["email"] == ada["email"]
+        not_modified = await client.get("/v1/users/me", headers={**auth(ada), "If-None-Match": hit.headers["etag"]})
+        assert not_modified.status_code == 304
+        forged = await client.get("/v1/users/me", headers={"Authorization": "Bearer not-a-token"})
+        assert forged.status_code == 401
+        assert forged.headers["content-type"] == "application/problem+json"
+        await client.patch("/v1/users/me", json={"display_name": "Ada L."}, headers=auth(ada))
+        await settle(app)
+        renamed = await client.get("/v1/users/me", headers=auth(ada))
+        assert renamed.json()["display_name"] == "Ada L."  # the projector wrote the change through
+
+    async def test_healthz_answers_what_the_route_documents(self, client: httpx.AsyncClient) -> None:
+        """The health check, answered before the framework, is the documented JSON with a correlation id."""
+        health = await client.get("/healthz", headers={"X-Correlation-ID": "probe-1"})
+        assert (health.status_code, health.json()) == (200, {"status": "ok"})
+        assert health.headers["content-type"] == "application/json"
+        assert health.headers["x-correlation-id"] == "probe-1"

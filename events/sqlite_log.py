@@ -94,7 +94,7 @@ def _row_to_envelope(row: tuple[Any, ...]) -> Envelope:
 
 
 class SqliteEventLog(EventStore, EventLog):
-    """Both ports over one SQLite file: a writer thread that group-commits, and a reader thread.
+    """Both ports over one SQLite file: a writer thread that group-commits, and an inline reader.
 
     Appends that arrive while a commit is on the writer thread wait for the next one and go
     together: one transaction, one fsync, each in its own savepoint so that a stale append (or a
@@ -105,7 +105,8 @@ class SqliteEventLog(EventStore, EventLog):
     def __init__(self, url: str, *, synchronous: str = "FULL") -> None:
         path = sqlite_path(url)
         self._writer = SqliteConnection(path, synchronous=synchronous, name="eventlog-w")
-        self._reader = SqliteConnection(path, synchronous=synchronous, name="eventlog-r")
+        # reads are by key or a bounded slice: on the loop's thread (see snapfix/sqlite.py)
+        self._reader = SqliteConnection(path, synchronous=synchronous, name="eventlog-r", inline=True)
         self._appended = asyncio.Event()
         self._group: GroupCommit[_Append | Snapshot, list[Envelope] | None] = GroupCommit(
             self._commit, "eventlog-group-commit"

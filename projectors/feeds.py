@@ -35,6 +35,7 @@ once and encoded once (``stored_feed``), not a hundred times.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -148,7 +149,11 @@ def fold_feed(
 def stored_feed(feed: Doc) -> Doc:
     """The feed as the stores keep it: its entries as one JSON text (see the module docstring)."""
     entries = feed.get("entries")
-    return feed if isinstance(entries, str) or entries is None else {**feed, "entries": orjson.dumps(entries).decode()}
+    if isinstance(entries, str) or entries is None:
+        return feed
+    text = orjson.dumps(entries).decode()
+    _decoded.keep(text, entries)  # the next batch, and the readers of this process, read it back
+    return {**feed, "entries": text}
 
 
 def entries_of(feed: Doc | None) -> list[Doc]:
@@ -161,7 +166,37 @@ def _entries(feed: Doc | None) -> list[Doc]:
     if feed is None:
         return []
     entries = feed["entries"]
-    return orjson.loads(entries) if isinstance(entries, str) else entries  # type: ignore[no-any-return]
+    return _decoded(entries) if isinstance(entries, str) else entries  # type: ignore[no-any-return]
+
+
+class _Decoded:
+    """Feeds' stored entries, decoded once per content, and the texts this process just encoded.
+
+    Every live batch and every browse hit reads the same few dozen feeds, and decoding one
+    (about 25 kB) costs far more than finding it here. The lists are shared between callers:
+    never change them or their entries (``entries_of`` gives a copy).
+    """
+
+    def __init__(self, size: int = 1024) -> None:
+        self._known: OrderedDict[str, list[Doc]] = OrderedDict()
+        self._size = size
+
+    def __call__(self, text: str) -> list[Doc]:
+        entries = self._known.get(text)
+        if entries is None:
+            entries = orjson.loads(text)
+            self.keep(text, entries)
+        else:
+            self._known.move_to_end(text)
+        return entries
+
+    def keep(self, text: str, entries: list[Doc]) -> None:
+        self._known[text] = entries
+        while len(self._known) > self._size:
+            self._known.popitem(last=False)
+
+
+_decoded = _Decoded()
 
 
 def page(feed: Doc | None, sort: str, after: Sequence[Any] | None, rows: int) -> list[Doc] | None:

@@ -101,12 +101,14 @@ class SqliteViewStore(ViewStore):
         self._frequent = frequent_term_rows
         self._writer = SqliteConnection(path, synchronous="NORMAL", name="views-w")
         self._reader = SqliteConnection(path, synchronous="NORMAL", name="views-r")
+        # reads by id (documents, checkpoints, aliases) on the loop's thread: see snapfix/sqlite.py
+        self._by_key = SqliteConnection(path, synchronous="NORMAL", name="views-k", inline=True)
         self._collections: dict[str, Collection] = {}
 
-    async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """Run a read on the reader thread; a driver error leaves as ViewStoreError (a 503, never a 500)."""
+    async def _read(self, fn: Callable[[sqlite3.Connection], T], *, by_key: bool = False) -> T:
+        """Run a read (by key: inline); a driver error leaves as ViewStoreError (a 503, never a 500)."""
         try:
-            return await self._reader.run(fn)
+            return await (self._by_key if by_key else self._reader).run(fn)
         except sqlite3.Error as e:
             raise ViewStoreError(f"reading the views failed: {e}") from e
 
@@ -150,7 +152,7 @@ class SqliteViewStore(ViewStore):
             table = self._table(conn, col, generation)
             return conn.execute(f"SELECT doc FROM {table} WHERE id = ?", (id,)).fetchone()
 
-        row = await self._read(query)
+        row = await self._read(query, by_key=True)
         return orjson.loads(row[0]) if row else None
 
     async def get_many(self, collection: str, ids: Sequence[str]) -> dict[str, Doc]:
@@ -168,7 +170,7 @@ class SqliteViewStore(ViewStore):
                 out += conn.execute(f"SELECT id, doc FROM {table} WHERE id IN ({marks})", chunk).fetchall()
             return out
 
-        return {id_: orjson.loads(doc) for id_, doc in await self._read(query)}
+        return {id_: orjson.loads(doc) for id_, doc in await self._read(query, by_key=True)}
 
     def _where(
         self, conn: sqlite3.Connection, col: Collection, table: str, where: tuple[Cond, ...], *, walk: bool
@@ -409,7 +411,7 @@ class SqliteViewStore(ViewStore):
             except sqlite3.OperationalError:  # not set up yet: nothing applied
                 return {}
 
-        return await self._read(query)
+        return await self._read(query, by_key=True)
 
     async def drop(self, collections: Sequence[str], projector: str) -> None:
         targets = [self._target(name) for name in collections]
@@ -433,7 +435,7 @@ class SqliteViewStore(ViewStore):
             except sqlite3.OperationalError:  # not set up yet
                 return Generations()
 
-        return await self._read(query)
+        return await self._read(query, by_key=True)
 
     async def begin_generation(self, collection: Collection) -> int:
         self._collections.setdefault(collection.name, collection)
@@ -500,6 +502,7 @@ class SqliteViewStore(ViewStore):
     async def close(self) -> None:
         await self._writer.close()
         await self._reader.close()
+        await self._by_key.close()
 
 
 def _holders(conn: sqlite3.Connection, postings: str, values: list[Any], enough: int) -> int:

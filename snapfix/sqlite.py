@@ -2,6 +2,12 @@
 
 Whole transactions run as one function on that thread, so a transaction costs a
 single hop from the event loop rather than one per statement.
+
+An *inline* connection runs on the event loop's own thread instead: for reads by key
+(tens of microseconds in WAL mode, where a reader never waits for a writer) the hop to a
+thread and back costs more than the read, and on one core the hop's thread switch comes
+on top. Only short, bounded reads belong there; anything that may take milliseconds
+(searches, writes, fsyncs) stays on a thread.
 """
 
 from __future__ import annotations
@@ -31,10 +37,11 @@ def sqlite_path(url: str) -> str:
 class SqliteConnection:
     """One sqlite3 connection and the one thread that may use it."""
 
-    def __init__(self, path: str, *, synchronous: str = "NORMAL", name: str = "sqlite") -> None:
+    def __init__(self, path: str, *, synchronous: str = "NORMAL", name: str = "sqlite", inline: bool = False) -> None:
         self._path = path
         self._synchronous = synchronous
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
+        self._inline = inline
+        self._executor = None if inline else ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
         self._conn: sqlite3.Connection | None = None
 
     def _open(self) -> sqlite3.Connection:
@@ -43,7 +50,8 @@ class SqliteConnection:
         conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False, timeout=30.0)
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute(f"PRAGMA synchronous={self._synchronous}")
-        conn.execute("PRAGMA busy_timeout=30000")
+        # inline, a wait blocks the event loop: bounded short (WAL readers wait only in rare recoveries)
+        conn.execute(f"PRAGMA busy_timeout={1000 if self._inline else 30000}")
         conn.execute("PRAGMA foreign_keys=ON")
         return conn
 
@@ -55,6 +63,8 @@ class SqliteConnection:
                 self._conn = self._open()
             return fn(self._conn)
 
+        if self._executor is None:
+            return call()
         return await asyncio.get_running_loop().run_in_executor(self._executor, call)
 
     async def close(self) -> None:
@@ -63,6 +73,9 @@ class SqliteConnection:
                 self._conn.close()
                 self._conn = None
 
+        if self._executor is None:
+            shut()
+            return
         await asyncio.get_running_loop().run_in_executor(self._executor, shut)
         self._executor.shutdown(wait=True)
 

@@ -114,11 +114,13 @@ async def _tail(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    loop_lag.settle_heap()
     try:
         await asyncio.gather(
             container.runner.run_forever(stop),
             *(m.run_forever(stop) for m in container.process_managers),
             loop_lag.monitor(stop),
+            loop_lag.full_collections(stop),
         )
     finally:
         await bootstrap.close(container)

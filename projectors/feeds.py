@@ -177,7 +177,7 @@ class _Decoded:
     never change them or their entries (``entries_of`` gives a copy).
     """
 
-    def __init__(self, size: int = 1024) -> None:
+    def __init__(self, size: int = 256) -> None:  # a few hundred feeds: every entry is one the GC walks
         self._known: OrderedDict[str, list[Doc]] = OrderedDict()
         self._size = size
 

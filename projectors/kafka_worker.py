@@ -151,6 +151,8 @@ async def run_process_managers(settings: Settings) -> None:
     stop = asyncio.Event()
     tasks = [asyncio.create_task(m.run_forever(stop), name=m.name) for m in container.process_managers]
     tasks.append(asyncio.create_task(loop_lag.monitor(stop), name="loop-lag"))
+    tasks.append(asyncio.create_task(loop_lag.full_collections(stop), name="full-collections"))
+    loop_lag.settle_heap()
     log.info("projector.worker.process_managers", names=[m.name for m in container.process_managers])
     try:
         await asyncio.gather(*tasks)

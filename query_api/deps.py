@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Header, Request
 
@@ -11,6 +11,7 @@ from query_api.caching import METRICS, PageCache
 from query_api.consistency import wait_for_token
 from query_api.resilience import BoundedViews
 from snapfix.auth import ContainerDep
+from snapfix.bootstrap import Container
 from snapfix.cache import CacheStats, ViewCache
 from snapfix.http import ProblemError
 
@@ -30,13 +31,17 @@ async def view_cache(c: ContainerDep) -> ViewCache:
 
 
 async def page_cache(c: ContainerDep, request: Request) -> PageCache:
-    """One page cache per app, over the container's cache (built on first use)."""
-    pages: PageCache | None = getattr(request.app.state, "page_cache", None)
+    return pages_of(request.app.state, c)
+
+
+def pages_of(state: Any, c: Container) -> PageCache:
+    """One page cache per app (``state`` is the app's), over the container's cache (built on first use)."""
+    pages: PageCache | None = getattr(state, "page_cache", None)
     if pages is None:
         assert c.cache is not None
         pages = PageCache(c.cache, PAGE_TTL_S, CacheStats(), feed_ttl_s=c.settings.cache_ttl_s)
         METRICS.track(pages.stats, "browse")
-        request.app.state.page_cache = pages
+        state.page_cache = pages
     return pages
 
 

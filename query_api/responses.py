@@ -17,6 +17,10 @@ READ_ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
+# A scope key the fast paths (query_api/fast_detail.py) set on a miss: the route need not look the response up again
+FAST_PATH_MISSED = "snapfix.fast_detail_missed"
+
+
 def etag_of(raw: bytes) -> str:
     return '"' + hashlib.blake2b(raw, digest_size=8).hexdigest() + '"'
 

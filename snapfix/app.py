@@ -74,6 +74,8 @@ def create_app(settings: Settings, role: Role = "all") -> FastAPI:
             task = asyncio.create_task(container.runner.run_forever(stop), name="projector")
         managers = [asyncio.create_task(m.run_forever(stop), name=m.name) for m in container.process_managers]
         managers.append(asyncio.create_task(loop_lag.monitor(stop), name="loop-lag"))
+        managers.append(asyncio.create_task(loop_lag.full_collections(stop), name="full-collections"))
+        loop_lag.settle_heap()
         run_relay = getattr(container.store, "run_relay", None)
         if write and run_relay is not None:  # publishes what a crashed command API left in the outbox
             managers.append(asyncio.create_task(run_relay(stop), name="outbox-relay"))

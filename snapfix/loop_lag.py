@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import time
 
 from prometheus_client import Histogram
@@ -28,3 +29,30 @@ async def monitor(stop: asyncio.Event, interval_s: float = INTERVAL_S) -> None:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), interval_s)
         LOOP_LAG.observe(max(0.0, time.perf_counter() - asked - interval_s))
+
+
+def settle_heap() -> None:
+    """Keep the garbage collector off the request path once a process has started.
+
+    A full collection walks every tracked object while it holds the loop: 30 to 60 ms of CPU
+    measured in a serving process, and more on the clock when the process's own threads (SQLite's)
+    share the core meanwhile; CPython starts one whenever allocation counts say so, under load
+    several a minute. So what start-up made and will never free (modules, functions, classes) is
+    frozen out of the walks, young passes run less often, and full passes run on a timer
+    (``full_collections``) instead: a bounded pause once a minute, not whenever.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
+
+
+GC_THRESHOLDS = (20_000, 20, 1_000_000_000)  # CPython's (700, 10, 10); the last one: no full pass by count
+FULL_COLLECTION_EVERY_S = 60.0
+
+
+async def full_collections(stop: asyncio.Event, every_s: float = FULL_COLLECTION_EVERY_S) -> None:
+    """The full collections ``settle_heap`` took off the allocation counts, on a timer until ``stop``."""
+    while not stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), every_s)
+        gc.collect()

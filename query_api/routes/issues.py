@@ -15,9 +15,8 @@ from projectors.ports import Query as ViewQuery
 from query_api.browse import BadParameter, Browse, Sort, parse_bbox, parse_near
 from query_api.consistency import once_projected
 from query_api.deps import Cached, Consistent, Pages, Views
-from query_api.fast_detail import FAST_PATH_MISSED
 from query_api.public import public_detail
-from query_api.responses import READ_ERRORS, etag_of, json_bytes, json_value
+from query_api.responses import FAST_PATH_MISSED, READ_ERRORS, etag_of, json_bytes, json_value
 from query_api.time_travel import detail_as_of
 from snapfix.auth import ContainerDep
 from snapfix.bootstrap import Container

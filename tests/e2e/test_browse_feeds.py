@@ -146,3 +146,45 @@ class TestFeeds:
         del app.state.page_cache  # a query API started after the rebuild
         listed = await client.get("/v1/issues", params={"limit": 5})
         assert [i["id"] for i in listed.json()["items"]] == [reported[2]["id"]]
+
+
+class TestTheFeedFastPath:
+    async def test_a_popular_first_page_is_the_routes_answer_without_the_route(
+        self, app: FastAPI, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A feed's first page is answered before FastAPI (query_api/fast_detail.py) with the route's bytes and
+        headers; anything else (another parameter, a comma list, a bad limit) is the route's."""
+        from query_api.routes import issues as issue_routes
+
+        calls: list[str | None] = []
+        real = issue_routes.feed_page
+
+        async def counted(params: Browse, *args: Any, **kwargs: Any) -> bytes | None:
+            calls.append(params.feed())
+            return await real(params, *args, **kwargs)
+
+        monkeypatch.setattr(issue_routes, "feed_page", counted)
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as http:
+            ada = await sign_up(http)
+            for _ in range(3):
+                await report(http, ada)
+            await settle(app)
+            fast = await http.get("/v1/issues?status=reported&limit=2")
+            assert fast.status_code == 200
+            assert calls == []
+            routed = await http.get("/v1/issues?status=reported&limit=2&unused=1")
+            assert calls == ["newest:status=reported"]
+            assert fast.content == routed.content
+            for name in ("etag", "cache-control", "content-type", "content-length"):
+                assert fast.headers[name] == routed.headers[name], name
+            assert len(fast.json()["items"]) == 2
+            assert fast.json()["next_cursor"]
+            unchanged = await http.get(
+                "/v1/issues?status=reported&limit=2", headers={"If-None-Match": fast.headers["etag"]}
+            )
+            assert unchanged.status_code == 304
+            assert calls == ["newest:status=reported"]
+            assert (await http.get("/v1/issues?status=reported,acknowledged")).status_code == 200
+            assert (await http.get("/v1/issues?limit=0")).status_code == 422
+            assert (await http.get("/v1/issues?sort=sideways")).status_code == 422
+            assert len(calls) == 2  # the comma list went to the route; the refusals never reached feed_page

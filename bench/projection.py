@@ -77,9 +77,11 @@ class CountingStore:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)
 
-    async def commit(self, projector: str, changes: Sequence[Any], checkpoint: Mapping[int, int]) -> None:
+    async def commit(
+        self, projector: str, changes: Sequence[Any], checkpoint: Mapping[int, int], *, live: Any = None
+    ) -> None:
         self.writes += len(changes)
-        await self._inner.commit(projector, changes, checkpoint)
+        await self._inner.commit(projector, changes, checkpoint, live=live)
 
 
 async def catch_up(log_path: Path, view_store: Any, total: int, batch_size: int = 500) -> dict:

@@ -64,6 +64,7 @@ from projectors.ports import (
     Cond,
     Delete,
     Doc,
+    GenerationMoved,
     Generations,
     Put,
     Query,
@@ -306,7 +307,14 @@ class MongoViewStore(ViewStore):
         with _translated(f"count in {collection}"):
             return await mongo.count_documents(self._filter(col, where))
 
-    async def commit(self, projector: str, changes: Sequence[Change], checkpoint: Mapping[int, int]) -> None:
+    async def commit(
+        self,
+        projector: str,
+        changes: Sequence[Change],
+        checkpoint: Mapping[int, int],
+        *,
+        live: Mapping[str, int] | None = None,
+    ) -> None:
         """The changes in order, then the checkpoint; then again wherever a swap moved them meanwhile.
 
         See the module docstring: replay makes the order safe, and the looks at the aliases
@@ -325,20 +333,27 @@ class MongoViewStore(ViewStore):
         ]
         written: set[tuple[str, int]] = set()
         with _translated(f"commit of {projector}"):
-            await self._write_runs(runs, written)
+            await self._write_runs(runs, written, live or {})
             await self._write_runs(runs, written)  # a swap begun meanwhile: readers see the copy with the checkpoint
             if marks:
                 await self._checkpoints.bulk_write(marks, ordered=True)
             await self._write_runs(runs, written)  # a swap that compared checkpoints before this one moved
 
-    async def _write_runs(self, runs: Runs, written: set[tuple[str, int]]) -> None:
+    async def _write_runs(
+        self, runs: Runs, written: set[tuple[str, int]], live: Mapping[str, int] | None = None
+    ) -> None:
         """Write each run to the generations it targets now and has not reached yet.
 
         Only the first write to the live generation is plain; every later one is a copy.
+        The first also checks ``live`` (see ViewStore.commit) against the aliases it reads:
+        a swap after that look is one this commit meets half-way (module docstring).
         """
-        if not runs:
+        if not runs and not live:
             return
         aliases = await self._read_aliases()
+        moved = [name for name, generation in (live or {}).items() if _record(aliases, name).live != generation]
+        if moved:
+            raise GenerationMoved(f"a swap made another generation of {', '.join(moved)} live")
         first = not written
         todo = {
             (name, generation)
@@ -399,6 +414,11 @@ class MongoViewStore(ViewStore):
     async def generations(self, collection: str) -> Generations:
         with _translated(f"generations of {collection}"):
             return _record(await self._read_aliases(), collection)
+
+    async def live_generations(self, collections: Sequence[str]) -> dict[str, int]:
+        with _translated("live generations"):
+            aliases = await self._read_aliases()
+        return {name: _record(aliases, name).live for name in collections}
 
     async def begin_generation(self, collection: Collection) -> int:
         """Claims the next generation with an update filtered on the record as read, so two callers agree."""

@@ -110,6 +110,14 @@ def builder_name(collection: str, generation: int) -> str:
     return f"rebuild:{at_generation(collection, generation)}"
 
 
+class GenerationMoved(ViewStoreError):
+    """A swap made another generation live after the batch read its documents: fold the batch again.
+
+    Written into the new generation, a fold of the old one's documents would carry the old
+    fold (or a builder-ahead document's older state) into what the rebuild just made.
+    """
+
+
 class GenerationsUnsupported(ViewStoreError):
     """This adapter cannot build generations yet: rebuild in place with ``drop`` instead."""
 
@@ -138,8 +146,19 @@ class ViewStore(abc.ABC):
         """How many documents match."""
 
     @abc.abstractmethod
-    async def commit(self, projector: str, changes: Sequence[Change], checkpoint: Mapping[int, int]) -> None:
-        """Apply the changes and move the projector's checkpoint, as one write where the store allows."""
+    async def commit(
+        self,
+        projector: str,
+        changes: Sequence[Change],
+        checkpoint: Mapping[int, int],
+        *,
+        live: Mapping[str, int] | None = None,
+    ) -> None:
+        """Apply the changes and move the projector's checkpoint, as one write where the store allows.
+
+        ``live`` (collection -> generation) is what the batch saw live before it read anything:
+        if a swap has moved any of them since, nothing is written and GenerationMoved is raised.
+        """
 
     @abc.abstractmethod
     async def checkpoint(self, projector: str) -> dict[int, int]:
@@ -157,6 +176,10 @@ class ViewStore(abc.ABC):
     async def generations(self, collection: str) -> Generations:  # noqa: ARG002 - a default for adapters without generations
         """The collection's alias record (generation 0, nothing building, when never rebuilt)."""
         return Generations()
+
+    async def live_generations(self, collections: Sequence[str]) -> dict[str, int]:
+        """The generation each collection's plain name reads now (see ``commit``'s ``live``)."""
+        return {name: (await self.generations(name)).live for name in collections}
 
     async def begin_generation(self, collection: Collection) -> int:  # noqa: ARG002 - a default for adapters without generations
         """Create an empty shadow generation and record it as building; resumes the one already building."""

@@ -38,7 +38,17 @@ from events.envelope import UNDECODABLE, Envelope
 from events.ports import EventLog
 from events.upcasting import decode
 from projectors.feeds import ORIGIN, feed_collection
-from projectors.ports import Change, Collection, Doc, Put, ViewStore, ViewStoreError, at_generation, builder_name
+from projectors.ports import (
+    Change,
+    Collection,
+    Doc,
+    GenerationMoved,
+    Put,
+    ViewStore,
+    ViewStoreError,
+    at_generation,
+    builder_name,
+)
 from projectors.projection import Projection, iso
 from snapfix import metrics
 from snapfix.cache import TOMBSTONE, VIEWS_EPOCH, Cache, CacheError, ViewCache
@@ -63,6 +73,7 @@ GENERATION_TTL_S = 86_400
 # browse pages, profiles): a swap of any of them starts a new epoch of the whole cache.
 CACHED_VIEWS = ("issue_detail", "issue_duplicates", "issue_summary", FEEDS, "user_profile")
 EPOCH_CHECK_S = 1.0
+REFOLDS = 3  # swaps met by one batch before it gives up (a swap takes a rebuild: two in a row are rare)
 
 
 async def publish_views_epoch(cache: Cache, store: ViewStore) -> int:
@@ -194,8 +205,17 @@ class ProjectionRunner:
         """
         started, dead_before = time.perf_counter(), self.dead_lettered
         before = await self.check_epoch()  # before the batch reads any view: see _after_commit
-        changes, moved = await self._fold_batch(batch)
-        await self._store.commit(self.name, changes, moved)
+        for attempt in range(1, REFOLDS + 1):
+            live = await self._live()  # before the fold reads anything: the commit refuses if a swap moved it
+            changes, moved = await self._fold_batch(batch)
+            try:
+                await self._store.commit(self.name, changes, moved, live=live)
+                break
+            except GenerationMoved as moved_error:
+                self.dead_lettered = dead_before  # the next fold dead-letters the same events again
+                if attempt == REFOLDS:
+                    raise
+                log.info("projection.refold", projector=self.name, attempt=attempt, reason=str(moved_error))
         await self._after_commit(changes, before)
         self.checkpoint = {**self.checkpoint, **moved}
         self.applied += len(batch)
@@ -203,6 +223,12 @@ class ProjectionRunner:
         async with self._progress:
             self._progress.notify_all()
         log.debug("projection.batch", projector=self.name, events=len(batch), changes=len(changes))
+
+    async def _live(self) -> dict[str, int] | None:
+        """The generations this batch reads and writes through plain names (a rebuilder names its own)."""
+        if self.rebuilding:
+            return None
+        return await self._store.live_generations(sorted(self._target))
 
     async def _fold_batch(self, batch: list[Envelope]) -> tuple[list[Change], dict[int, int]]:
         working = await self._prefetch(batch)

@@ -27,6 +27,7 @@ from projectors.ports import (
     Cond,
     Delete,
     Doc,
+    GenerationMoved,
     Generations,
     Put,
     Query,
@@ -355,10 +356,21 @@ class SqliteViewStore(ViewStore):
         row = await self._read(run)
         return int(row[0])
 
-    async def commit(self, projector: str, changes: Sequence[Change], checkpoint: Mapping[int, int]) -> None:
+    async def commit(
+        self,
+        projector: str,
+        changes: Sequence[Change],
+        checkpoint: Mapping[int, int],
+        *,
+        live: Mapping[str, int] | None = None,
+    ) -> None:
         targets = {change.collection: self._target(change.collection) for change in changes}
+        expected = {self._col(name).name: generation for name, generation in (live or {}).items()}
 
         def body(conn: sqlite3.Connection) -> None:
+            moved = [name for name, generation in expected.items() if _aliases(conn, name).live != generation]
+            if moved:  # checked in the write transaction: no swap can fall between this and the writes
+                raise GenerationMoved(f"a swap made another generation of {', '.join(moved)} live")
             # Resolved inside the transaction: a swap can never fall between the lookup and the writes.
             tables = {name: (col, self._table(conn, col, gen)) for name, (col, gen) in targets.items()}
             for change in changes:
@@ -434,6 +446,16 @@ class SqliteViewStore(ViewStore):
                 return _aliases(conn, collection)
             except sqlite3.OperationalError:  # not set up yet
                 return Generations()
+
+        return await self._read(query, by_key=True)
+
+    async def live_generations(self, collections: Sequence[str]) -> dict[str, int]:
+        def query(conn: sqlite3.Connection) -> dict[str, int]:
+            try:
+                rows = dict(conn.execute("SELECT collection, live FROM aliases").fetchall())
+            except sqlite3.OperationalError:  # not set up yet
+                rows = {}
+            return {name: rows.get(name, 0) for name in collections}
 
         return await self._read(query, by_key=True)
 

@@ -45,7 +45,14 @@ class BoundedViews(ViewStore):
     async def count(self, collection: str, where: tuple[Cond, ...] = ()) -> int:
         return await self._bounded(self._inner.count(collection, where))
 
-    async def commit(self, projector: str, changes: Sequence[Change], checkpoint: Mapping[int, int]) -> None:
+    async def commit(
+        self,
+        projector: str,
+        changes: Sequence[Change],
+        checkpoint: Mapping[int, int],
+        *,
+        live: Mapping[str, int] | None = None,
+    ) -> None:
         raise NotImplementedError("the query API never changes the views")
 
     async def checkpoint(self, projector: str) -> dict[int, int]:

@@ -15,6 +15,7 @@ from projectors.ports import (
     Collection,
     Cond,
     Delete,
+    GenerationMoved,
     Generations,
     Put,
     Query,
@@ -254,6 +255,22 @@ class TestGenerations:
         assert await store.get(at_generation("things", shadow), "t007") is not None
         assert await store.get(at_generation("things", 0), "t007") is None
         assert len(await store.find(Query("things", (Cond("tags", "contains", "seven"),)))) == 1
+
+    async def test_a_commit_folded_before_a_swap_writes_nothing_after_it(self, store: ViewStore) -> None:
+        """A batch that read the old live generation may not land in the new one (it would carry the old fold)."""
+        await fill(store, 1)
+        seen = await store.live_generations(["things"])
+        assert seen == {"things": 0}
+        shadow = await store.begin_generation(THINGS)
+        assert await store.swap({"things": shadow}, builder_name("things", shadow), "nobody")
+        with pytest.raises(GenerationMoved):
+            await store.commit("p", [Put("things", thing(7))], {0: 9}, live=seen)
+        assert await store.get("things", "t007") is None
+        assert await store.get(at_generation("things", 0), "t007") is None
+        assert await store.checkpoint("p") == {0: 1}
+        assert await store.live_generations(["things"]) == {"things": shadow}
+        await store.commit("p", [Put("things", thing(7))], {0: 9}, live={"things": shadow})
+        assert await store.get("things", "t007") is not None
 
     async def test_a_retired_generation_can_be_dropped_and_the_live_one_cannot(self, store: ViewStore) -> None:
         """drop_generation removes a retired generation and its builder's checkpoint; the live one is refused."""

@@ -304,8 +304,11 @@ class SwitchableViews(ViewStore):
         await self._gate()
         return await self.inner.count(collection, where)
 
-    async def commit(self, projector: str, changes: Any, checkpoint: Any) -> None:
-        await self.inner.commit(projector, changes, checkpoint)
+    async def commit(self, projector: str, changes: Any, checkpoint: Any, *, live: Any = None) -> None:
+        await self.inner.commit(projector, changes, checkpoint, live=live)
+
+    async def live_generations(self, collections: Any) -> dict[str, int]:
+        return await self.inner.live_generations(collections)
 
     async def checkpoint(self, projector: str) -> dict[int, int]:
         await self._gate()

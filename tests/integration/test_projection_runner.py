@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import itertools
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 
 from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from events.envelope import Envelope
 from events.sqlite_log import SqliteEventLog
-from projectors.catalog import ALL
+from projectors.catalog import ALL, BY_NAME
 from projectors.ports import Change, Doc, Query, ViewStore
 from projectors.runner import DEAD_LETTERS, ProjectionRunner
 from projectors.sqlite_views import SqliteViewStore
@@ -44,11 +45,18 @@ class CrashingStore(SqliteViewStore):
         self.commits = 0
         self.crash_on = crash_on
 
-    async def commit(self, projector: str, changes: Sequence[Change], checkpoint: Mapping[int, int]) -> None:
+    async def commit(
+        self,
+        projector: str,
+        changes: Sequence[Change],
+        checkpoint: Mapping[int, int],
+        *,
+        live: Mapping[str, int] | None = None,
+    ) -> None:
         self.commits += 1
         if self.commits == self.crash_on:
             raise RuntimeError("killed mid-batch")
-        await super().commit(projector, changes, checkpoint)
+        await super().commit(projector, changes, checkpoint, live=live)
 
 
 class TestReplay:
@@ -142,4 +150,69 @@ class TestPoisonEvents:
         assert "title" in dead[1]["reason"]
         assert runner.checkpoint == {0: 4}
         assert runner.dead_lettered == 2
+        await log.close()
+
+
+class SwapWhileFolding(SqliteViewStore):
+    """A store on which a rebuild's swap lands after the live projector's batch read its views, before its commit."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(url)
+        self.swap_next: Callable[[], Awaitable[bool]] | None = None
+        self.swapped = False
+
+    async def commit(
+        self,
+        projector: str,
+        changes: Sequence[Change],
+        checkpoint: Mapping[int, int],
+        *,
+        live: Mapping[str, int] | None = None,
+    ) -> None:
+        if self.swap_next is not None and projector == "main":
+            swap, self.swap_next = self.swap_next, None
+            self.swapped = await swap()
+        await super().commit(projector, changes, checkpoint, live=live)
+
+
+async def rebuilt_views(store: ViewStore, names: Sequence[str]) -> dict[str, list[Doc]]:
+    """The documents the plain names read (the live generations), in id order."""
+    return {name: await store.find(Query(name, order_by=(("id", False),), limit=100_000)) for name in names}
+
+
+class TestSwapDuringABatch:
+    @given(histories(max_steps=40), st.integers(1, 6), st.integers(1, 12))
+    @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+    async def test_a_batch_that_read_the_old_generation_is_folded_again_from_the_new_one(
+        self, tmp_path: Path, history: list[Envelope], leader_at: int, builder_ahead: int
+    ) -> None:
+        """The swap falls between the live batch's reads and its commit, with the builder ahead of the leader.
+
+        Committed as folded, the batch would write the old generation's documents, as they
+        were before events the builder already folded, over the new generation: a feed
+        loses an issue for good, since the summary's fold then sees those events as applied.
+        """
+        folder = tmp_path / uuid.uuid4().hex
+        log = SqliteEventLog(f"sqlite:///{folder}/events.db")
+        await log.open()
+        await write(log, history)
+        leader_at = min(leader_at, len(history) - 1)
+        store = SwapWhileFolding(f"sqlite:///{folder}/views.db")
+        leader = ProjectionRunner("main", ALL, log, store, batch_size=leader_at)
+        await leader.setup()
+        await leader.run_once()
+        summary = BY_NAME["issue_summary"]
+        group = [summary.collection, *(r.collection for r in summary.rollups)]
+        generations = {col.name: await store.begin_generation(col) for col in group}
+        builder = ProjectionRunner.rebuilder(summary, generations, log, store, batch_size=leader_at + builder_ahead)
+        await builder.setup()
+        await builder.run_once()
+        store.swap_next = lambda: store.swap(generations, builder.name, "main")
+        leader._batch_size = 2  # the next batch is shorter than the builder's lead
+        await leader.catch_up()
+        assert store.swapped
+        replay = await runner_on(folder, log, batch_size=1000, name="replay")
+        await replay.catch_up()
+        names = [col.name for col in group]
+        assert await rebuilt_views(store, names) == await rebuilt_views(replay._store, names)
         await log.close()

@@ -164,11 +164,18 @@ class SwapDuringCommit(SqliteViewStore):
         self.cache = cache
         self.commits = 0
 
-    async def commit(self, projector: str, changes: Sequence[Change], checkpoint: Mapping[int, int]) -> None:
+    async def commit(
+        self,
+        projector: str,
+        changes: Sequence[Change],
+        checkpoint: Mapping[int, int],
+        *,
+        live: Mapping[str, int] | None = None,
+    ) -> None:
         self.commits += 1
         if self.commits == 1:
             await self.cache.follow(VIEWS_EPOCH, "a swap published meanwhile")
-        await super().commit(projector, changes, checkpoint)
+        await super().commit(projector, changes, checkpoint, live=live)
 
 
 class TestProjectorAcrossASwap:
